@@ -1,0 +1,27 @@
+"""The Dagster code location: wiring only.
+
+The executor is in-process: every step of a run shares one process, so the Spark session
+(a JVM that takes seconds to start) is created once per run rather than once per step, and
+no Lance handle ever crosses a fork. Parallelism comes from Spark and the download pool,
+not from running steps side by side.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from assets import ALL_ASSETS
+from dagster_project.settings import build_resources
+
+vlm_lake_job = define_asset_job(
+    "vlm_lake_job",
+    selection=AssetSelection.all(),
+    description="Raw uploads -> images/texts Lance -> multimodal Lance (Spark) -> training JSON.",
+)
+
+defs = Definitions(
+    assets=ALL_ASSETS,
+    jobs=[vlm_lake_job],
+    resources=build_resources(),
+    executor=in_process_executor,
+)

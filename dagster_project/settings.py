@@ -1,0 +1,54 @@
+"""Resources wired from the environment (standard AWS variables, the three URIs, Spark).
+
+Only the *presence* of a variable is checked when definitions load; values are resolved by
+Dagster's ``EnvVar`` when a run starts, so secrets are never read at import time and the UI
+shows the variable's name, never its value. Unset variables fall back to the embedded
+default: local folders, the shipped sample data and ``local[*]`` Spark.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import EnvVar
+
+from resources import LakeResource, ObjectStoreResource, SparkResource
+from vlm_lake.layout import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def env_or(name: str, default: Any = None) -> Any:
+    """``EnvVar(name)`` if the variable is set (even to a secret), else ``default``."""
+    return EnvVar(name) if name in os.environ else default
+
+
+def build_resources() -> dict[str, Any]:
+    """The resources of the code location, configured from the environment.
+
+    Variables: ``RAW_IMAGES_URI``, ``RAW_TEXTS_URI``, ``LAKE_URI``; ``AWS_ENDPOINT_URL``,
+    ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+    ``AWS_VIRTUAL_HOSTED_STYLE_REQUEST`` (``true`` for Aliyun OSS); ``SPARK_MASTER`` and
+    ``SPARK_REMOTE``.
+    """
+    return {
+        "lake": LakeResource(
+            raw_images_uri=env_or("RAW_IMAGES_URI", SAMPLE_IMAGES_URI),
+            raw_texts_uri=env_or("RAW_TEXTS_URI", SAMPLE_TEXTS_URI),
+            lake_uri=env_or("LAKE_URI", "lake"),
+        ),
+        "object_store": ObjectStoreResource(
+            endpoint_url=env_or("AWS_ENDPOINT_URL"),
+            region_name=env_or("AWS_REGION", env_or("AWS_DEFAULT_REGION")),
+            aws_access_key_id=env_or("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=env_or("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=env_or("AWS_SESSION_TOKEN"),
+            virtual_hosted_style=os.environ.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "").lower()
+            in _TRUE,
+        ),
+        "spark": SparkResource(
+            master=env_or("SPARK_MASTER", "local[*]"),
+            remote=env_or("SPARK_REMOTE"),
+        ),
+    }

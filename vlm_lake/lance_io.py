@@ -1,0 +1,211 @@
+"""Lance dataset I/O: open, stream-write, commit written fragments, summarise.
+
+Every write here is a single Lance commit: readers see either the previous version or the
+new one, never a half-written table. ``lance`` is imported inside functions so that merely
+importing this module never loads Lance's runtime into a process that may fork later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from vlm_lake.errors import DatasetNotFoundError
+
+if TYPE_CHECKING:
+    import lance
+
+log = logging.getLogger(__name__)
+
+WRITE_MODES = ("create", "overwrite", "append")
+
+
+def open_dataset(
+    uri: str, storage_options: dict[str, str] | None = None, version: int | str | None = None
+) -> lance.LanceDataset:
+    """Open a Lance dataset, raising a clear error if it does not exist.
+
+    Args:
+        uri: Dataset URI.
+        storage_options: Lance storage options (empty for local paths).
+        version: A version number or tag; None for the latest.
+
+    Raises:
+        DatasetNotFoundError: If there is no dataset at ``uri``.
+    """
+    import lance
+
+    try:
+        return lance.dataset(uri, version=version, storage_options=storage_options or None)
+    except (ValueError, OSError, FileNotFoundError) as exc:
+        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            raise DatasetNotFoundError(
+                f"no Lance dataset at uri={uri!r} (version={version!r}); "
+                "materialize its upstream asset first"
+            ) from exc
+        raise
+
+
+def dataset_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    """Return True if a Lance dataset exists at ``uri``."""
+    try:
+        open_dataset(uri, storage_options)
+    except DatasetNotFoundError:
+        return False
+    return True
+
+
+def write_batches(
+    batches: Iterable[pa.RecordBatch],
+    uri: str,
+    schema: pa.Schema,
+    storage_options: dict[str, str] | None = None,
+    *,
+    mode: str = "overwrite",
+    max_rows_per_file: int = 1024 * 1024,
+    commit_message: str | None = None,
+) -> lance.LanceDataset:
+    """Stream record batches into one Lance commit.
+
+    The batches are consumed lazily, so memory stays bounded by a few batches. If the
+    iterator raises, nothing is committed and the previous version stays current.
+
+    Args:
+        batches: Record batches matching ``schema``.
+        uri: Dataset URI.
+        schema: Arrow schema of the batches.
+        storage_options: Lance storage options.
+        mode: ``create``, ``overwrite`` or ``append``.
+        max_rows_per_file: Rows per data file (fragment).
+        commit_message: Recorded in the Lance transaction.
+
+    Returns:
+        The dataset at the new version.
+    """
+    import lance
+
+    if mode not in WRITE_MODES:
+        raise ValueError(f"mode={mode!r} is not a write mode; allowed: {', '.join(WRITE_MODES)}")
+    reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
+    return lance.write_dataset(
+        reader,
+        uri,
+        schema=schema,
+        mode=mode,
+        max_rows_per_file=max_rows_per_file,
+        storage_options=storage_options or None,
+        commit_message=commit_message,
+    )
+
+
+def write_fragment_files(
+    batches: Iterator[pa.RecordBatch],
+    uri: str,
+    schema: pa.Schema,
+    storage_options: dict[str, str] | None = None,
+    *,
+    max_rows_per_file: int = 1024 * 1024,
+) -> list[str]:
+    """Write batches as uncommitted Lance fragments and return their metadata as JSON.
+
+    This is the executor half of a distributed write: each task calls it, the driver then
+    passes all returned strings to :func:`commit_fragments` once.
+    """
+    from lance.fragment import write_fragments
+
+    reader = pa.RecordBatchReader.from_batches(schema, batches)
+    fragments = write_fragments(
+        reader,
+        uri,
+        schema=schema,
+        mode="overwrite",
+        max_rows_per_file=max_rows_per_file,
+        storage_options=storage_options or None,
+    )
+    return [json.dumps(f.to_json()) for f in fragments]
+
+
+def commit_fragments(
+    uri: str,
+    schema: pa.Schema,
+    fragments_json: Sequence[str],
+    storage_options: dict[str, str] | None = None,
+    *,
+    mode: str = "overwrite",
+) -> lance.LanceDataset:
+    """Commit fragments written by :func:`write_fragment_files` as one new version.
+
+    Args:
+        uri: Dataset URI.
+        schema: Arrow schema the fragments were written with.
+        fragments_json: Fragment metadata strings, in the order rows should appear.
+        storage_options: Lance storage options.
+        mode: ``overwrite`` replaces the table; ``append`` adds to it (needs a dataset).
+
+    Returns:
+        The dataset at the new version.
+    """
+    import lance
+    from lance.fragment import FragmentMetadata
+
+    fragments = [FragmentMetadata.from_json(s) for s in fragments_json]
+    read_version: int | None = None
+    existing = None
+    try:
+        existing = open_dataset(uri, storage_options)
+        read_version = existing.version
+    except DatasetNotFoundError:
+        existing = None
+    if mode == "append" and existing is not None:
+        operation: Any = lance.LanceOperation.Append(fragments)
+    elif mode in ("overwrite", "append", "create"):
+        if mode == "create" and existing is not None:
+            raise ValueError(f"mode='create' but a dataset already exists at uri={uri!r}")
+        operation = lance.LanceOperation.Overwrite(schema, fragments)
+    else:
+        raise ValueError(f"mode={mode!r} is not a write mode; allowed: {', '.join(WRITE_MODES)}")
+    return lance.LanceDataset.commit(
+        uri, operation, read_version=read_version, storage_options=storage_options or None
+    )
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a materialization reports about a Lance dataset."""
+
+    uri: str
+    version: int
+    num_rows: int
+    num_fragments: int
+    schema: pa.Schema
+
+    def columns(self) -> list[tuple[str, str]]:
+        """Return ``(name, arrow type)`` pairs of the schema."""
+        return [(f.name, str(f.type)) for f in self.schema]
+
+
+def summarize(ds: lance.LanceDataset, uri: str) -> DatasetSummary:
+    """Build a :class:`DatasetSummary` of an open dataset."""
+    return DatasetSummary(
+        uri=uri,
+        version=ds.version,
+        num_rows=ds.count_rows(),
+        num_fragments=len(ds.get_fragments()),
+        schema=ds.schema,
+    )
+
+
+def preview_rows(ds: lance.LanceDataset, limit: int = 5) -> list[dict[str, Any]]:
+    """Return the first ``limit`` rows with binary values replaced by ``<N bytes>``."""
+    table = ds.head(limit) if hasattr(ds, "head") else ds.to_table(limit=limit)
+    rows = table.to_pylist()
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, bytes | bytearray):
+                row[key] = f"<{len(value)} bytes>"
+    return rows

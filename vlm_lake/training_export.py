@@ -1,0 +1,88 @@
+"""Stream ``multimodal_lance`` into the alpaca-style training JSON.
+
+Output: a JSON array of ``{"instruction": text, "input": [hex of each present image, in
+slot order], "output": ""}``, one record per line. Records are produced batch by batch and
+written through an atomic streaming writer (multipart upload on S3, temp file + rename
+locally), so memory stays bounded and a failure leaves the previous file in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from vlm_lake import lance_io
+from vlm_lake.multimodal import image_columns
+from vlm_lake.object_store import ObjectStore
+from vlm_lake.progress import Progress
+from vlm_lake.text_ingest import image_id_columns
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """Result of an export."""
+
+    uri: str
+    records: int
+    images: int
+    bytes_written: int
+    source_version: int
+    seconds: float
+
+
+def format_record(text: str, images: list[bytes | None]) -> str:
+    """Format one training record (images that are None are left out)."""
+    hexes = ", ".join(f'"{img.hex()}"' for img in images if img is not None)
+    instruction = json.dumps(text, ensure_ascii=False)
+    return f'{{"instruction": {instruction}, "input": [{hexes}], "output": ""}}'
+
+
+def export_training_json(
+    store: ObjectStore,
+    multimodal_uri: str,
+    out_uri: str,
+    *,
+    version: int | None = None,
+    batch_rows: int = 64,
+) -> ExportReport:
+    """Write the training JSON for one version of ``multimodal_lance``.
+
+    Args:
+        store: Object store used for the output and for Lance storage options.
+        multimodal_uri: ``multimodal.lance`` URI.
+        out_uri: Where ``training_data.json`` goes.
+        version: Version of the multimodal dataset; None for the latest.
+        batch_rows: Documents per read batch (bounds memory).
+
+    Returns:
+        An :class:`ExportReport`.
+    """
+    ds = lance_io.open_dataset(multimodal_uri, store.storage_options(multimodal_uri), version)
+    num_slots = len(image_id_columns(ds.schema))
+    columns = ["text", *image_columns(num_slots)]
+    progress = Progress(log, "records")
+    images = 0
+    written = 0
+    with store.open_atomic_writer(out_uri) as out:
+        out.write(b"[")
+        first = True
+        for batch in ds.to_batches(columns=columns, batch_size=batch_rows):
+            texts = batch.column("text").to_pylist()
+            cols = [batch.column(c).to_pylist() for c in columns[1:]]
+            for i, text in enumerate(texts):
+                imgs = [c[i] for c in cols]
+                chunk = ("\n" if first else ",\n") + format_record(text, imgs)
+                data = chunk.encode("utf-8")
+                out.write(data)
+                written += len(data)
+                first = False
+                present = sum(img is not None for img in imgs)
+                images += present
+                progress.update(1, len(data))
+        out.write(b"\n]\n")
+        written += 4
+    progress.done()
+    return ExportReport(out_uri, progress.count, images, written, ds.version, progress.seconds)
