@@ -25,6 +25,29 @@ log = logging.getLogger(__name__)
 WRITE_MODES = ("create", "overwrite", "append")
 
 
+class _ProducerErrors:
+    """Remember the exception a batch producer raised while Lance was consuming it.
+
+    Lance reports a failing input stream as a generic ``OSError`` wrapping the Python
+    traceback as text; callers deserve the original exception (an ``InvalidImageError``
+    naming the object, say), so :meth:`reraise` raises that one instead.
+    """
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def reraise(self, lance_error: BaseException) -> None:
+        if self.error is not None:
+            raise self.error from lance_error
+
+
 def open_dataset(
     uri: str, storage_options: dict[str, str] | None = None, version: int | str | None = None
 ) -> lance.LanceDataset:
@@ -91,16 +114,21 @@ def write_batches(
 
     if mode not in WRITE_MODES:
         raise ValueError(f"mode={mode!r} is not a write mode; allowed: {', '.join(WRITE_MODES)}")
-    reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
-    return lance.write_dataset(
-        reader,
-        uri,
-        schema=schema,
-        mode=mode,
-        max_rows_per_file=max_rows_per_file,
-        storage_options=storage_options or None,
-        commit_message=commit_message,
-    )
+    errors = _ProducerErrors()
+    reader = pa.RecordBatchReader.from_batches(schema, errors.watch(batches))
+    try:
+        return lance.write_dataset(
+            reader,
+            uri,
+            schema=schema,
+            mode=mode,
+            max_rows_per_file=max_rows_per_file,
+            storage_options=storage_options or None,
+            commit_message=commit_message,
+        )
+    except Exception as exc:
+        errors.reraise(exc)
+        raise
 
 
 def write_fragment_files(
@@ -118,15 +146,20 @@ def write_fragment_files(
     """
     from lance.fragment import write_fragments
 
-    reader = pa.RecordBatchReader.from_batches(schema, batches)
-    fragments = write_fragments(
-        reader,
-        uri,
-        schema=schema,
-        mode="overwrite",
-        max_rows_per_file=max_rows_per_file,
-        storage_options=storage_options or None,
-    )
+    errors = _ProducerErrors()
+    reader = pa.RecordBatchReader.from_batches(schema, errors.watch(batches))
+    try:
+        fragments = write_fragments(
+            reader,
+            uri,
+            schema=schema,
+            mode="overwrite",
+            max_rows_per_file=max_rows_per_file,
+            storage_options=storage_options or None,
+        )
+    except Exception as exc:
+        errors.reraise(exc)
+        raise
     return [json.dumps(f.to_json()) for f in fragments]
 
 

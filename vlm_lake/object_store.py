@@ -188,12 +188,8 @@ class ObjectStore:
         if p.is_file():
             yield _local_info(p)
             return
-        if not p.is_dir():
-            return
-        for root, dirs, files in os.walk(p):
-            dirs.sort()
-            for name in sorted(files):
-                yield _local_info(Path(root) / name)
+        if p.is_dir():
+            yield from _walk_in_key_order(p)
 
     def _list_remote(self, uri: str) -> Iterator[ObjectInfo]:
         bucket, key = uris.split_bucket_key(uri)
@@ -270,6 +266,7 @@ class ObjectStore:
             try:
                 with os.fdopen(fd, "wb") as fh:
                     yield fh
+                os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 would stick
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -284,6 +281,26 @@ class ObjectStore:
         except BaseException:
             writer.abort()
             raise
+
+
+def _walk_in_key_order(folder: Path) -> Iterator[ObjectInfo]:
+    """Yield files under ``folder`` in the order S3 lists keys (byte-wise by full path).
+
+    Sorting a folder's entries with ``name/`` for sub-folders and recursing in that order
+    gives the lexicographic order of full paths, streaming, without listing everything.
+    """
+    entries = sorted(os.scandir(folder), key=lambda e: e.name + ("/" if e.is_dir() else ""))
+    for entry in entries:
+        if entry.is_dir():
+            yield from _walk_in_key_order(Path(entry.path))
+        elif entry.is_file():
+            yield _local_info(Path(entry.path))
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _local_info(p: Path) -> ObjectInfo:

@@ -82,7 +82,8 @@ def _records(store: ObjectStore, info: ObjectInfo) -> Iterator[tuple[int | None,
             else:
                 yield 1, doc
             return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): U+2028 and friends are legal inside JSON strings.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -70,6 +70,11 @@ class VLMDataset(Dataset[Sample]):
                 f"uri={uri!r} is not a multimodal dataset: columns {missing} are missing "
                 f"(found {ds.schema.names})"
             )
+        if self.num_slots == 0:
+            raise ValueError(
+                f"uri={uri!r} has no image_idN / imageN columns; a multimodal dataset needs "
+                "at least one image slot"
+            )
         self._len = ds.count_rows()
         self.image_size = image_size
         self.transform = transform

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import PurePosixPath
-from urllib.parse import urlparse
 
 S3_SCHEMES = ("s3", "s3a", "oss")
 
 
+def _scheme(uri: str) -> str:
+    head, sep, _ = uri.partition("://")
+    return head.lower() if sep else ""
+
+
 def is_remote(uri: str) -> bool:
     """Return True when ``uri`` names an object store location rather than a local path."""
-    return urlparse(uri).scheme in S3_SCHEMES
+    return _scheme(uri) in S3_SCHEMES
 
 
 def split_bucket_key(uri: str) -> tuple[str, str]:
@@ -26,13 +30,15 @@ def split_bucket_key(uri: str) -> tuple[str, str]:
     Raises:
         ValueError: If ``uri`` is not an object store URI or has no bucket.
     """
-    parsed = urlparse(uri)
-    if parsed.scheme not in S3_SCHEMES or not parsed.netloc:
+    # Not urlparse: object keys may legally contain '#' and '?', which it would cut off.
+    rest = uri.partition("://")[2]
+    bucket, _, key = rest.partition("/")
+    if not is_remote(uri) or not bucket:
         raise ValueError(
             f"uri={uri!r} is not an object store URI; expected s3://bucket/key "
             f"(schemes allowed: {', '.join(S3_SCHEMES)})"
         )
-    return parsed.netloc, parsed.path.lstrip("/")
+    return bucket, key.lstrip("/")
 
 
 def normalize(uri: str) -> str:
@@ -44,8 +50,8 @@ def normalize(uri: str) -> str:
     if is_remote(uri):
         bucket, key = split_bucket_key(uri)
         return f"s3://{bucket}/{key}".rstrip("/") if key else f"s3://{bucket}"
-    if urlparse(uri).scheme == "file":
-        uri = urlparse(uri).path
+    if _scheme(uri) == "file":
+        uri = uri.partition("://")[2]
     return os.path.abspath(os.path.expanduser(uri))
 
 

@@ -1,0 +1,60 @@
+"""The code location: assets, lineage, kinds, executor, env wiring."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, EnvVar
+
+from dagster_project.definitions import defs
+from dagster_project.settings import build_resources
+
+
+def test_assets_and_lineage() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"image_lance", "text_lance", "multimodal_lance", "training_json"}
+    parents = {
+        key: {p.to_user_string() for p in graph.get(AssetKey(key)).parent_keys} for key in keys
+    }
+    assert parents == {
+        "image_lance": set(),
+        "text_lance": set(),
+        "multimodal_lance": {"image_lance", "text_lance"},
+        "training_json": {"multimodal_lance"},
+    }
+
+
+def test_kinds_show_lance_spark_s3() -> None:
+    graph = defs.resolve_asset_graph()
+    kinds = {k.to_user_string(): set(graph.get(k).kinds) for k in graph.get_all_asset_keys()}
+    assert {"lance", "s3"} <= kinds["image_lance"]
+    assert {"lance", "spark"} <= kinds["multimodal_lance"]
+
+
+def test_executor_is_in_process_so_spark_starts_once() -> None:
+    job = defs.resolve_job_def("vlm_lake_job")
+    assert job.executor_def.name == "in_process"
+
+
+def test_secrets_come_from_env_vars_by_name(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "super-secret-value")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("LAKE_URI", "s3://bucket/lake")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    res = build_resources()
+    assert res["object_store"].aws_secret_access_key == EnvVar("AWS_SECRET_ACCESS_KEY")
+    assert res["lake"].lake_uri == EnvVar("LAKE_URI")
+    assert res["object_store"].endpoint_url is None
+    assert "super-secret-value" not in repr(res)
+    # resolved only when the resource is initialised for a run
+    store = res["object_store"].process_config_and_initialize()
+    assert store.settings().secret_access_key == "super-secret-value"
+    assert "super-secret-value" not in repr(store.settings())
+
+
+def test_embedded_default_needs_no_environment(monkeypatch) -> None:
+    for name in ("RAW_IMAGES_URI", "RAW_TEXTS_URI", "LAKE_URI", "SPARK_MASTER", "SPARK_REMOTE"):
+        monkeypatch.delenv(name, raising=False)
+    lake = build_resources()["lake"]
+    assert lake.raw_images_uri.endswith("sample_data/lanceData")
+    assert lake.raw_texts_uri.endswith("testdata.json")
+    assert lake.lake_uri == "lake"

@@ -1,0 +1,107 @@
+"""End to end through the CLIs, in subprocesses, as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lance
+import pytest
+from helpers import S3_KEY, S3_REGION, S3_SECRET, sha256, upload_seed_example
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        args,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=480,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return proc
+
+
+def _base_env(dagster_home: Path) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAW_", "LAKE_", "SPARK_"))
+    }
+    env.update(DAGSTER_HOME=str(dagster_home), SPARK_LOCAL_IP="127.0.0.1", SPARK_MASTER="local[2]")
+    return env
+
+
+def test_dagster_asset_materialize_on_s3(s3_endpoint, s3_store, bucket, dagster_home, tmp_path):
+    originals = upload_seed_example(s3_store.client, bucket)
+    env = _base_env(dagster_home)
+    env.update(
+        AWS_ENDPOINT_URL=s3_endpoint,
+        AWS_ACCESS_KEY_ID=S3_KEY,
+        AWS_SECRET_ACCESS_KEY=S3_SECRET,
+        AWS_REGION=S3_REGION,
+        RAW_IMAGES_URI=f"s3://{bucket}/lanceData/",
+        RAW_TEXTS_URI=f"s3://{bucket}/Lance/data/testdata.json",
+        LAKE_URI=f"s3://{bucket}/lake",
+    )
+    proc = _run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "dagster_project.definitions",
+            "--select",
+            "*",
+        ],
+        env,
+        tmp_path,
+    )
+    assert "training_json - wrote 3 records with 7 images" in proc.stdout + proc.stderr
+    assert S3_SECRET not in proc.stdout + proc.stderr  # credentials never logged
+
+    keys = {
+        o["Key"] for o in s3_store.client.list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]
+    }
+    for name in ("images.lance", "texts.lance", "multimodal.lance"):
+        assert any(k.startswith(f"lake/{name}/_versions/") for k in keys), name
+    assert "lake/training_data.json" in keys
+
+    opts = s3_store.storage_options(f"s3://{bucket}")
+    mm = lance.dataset(f"s3://{bucket}/lake/multimodal.lance", storage_options=opts)
+    assert mm.count_rows() == 3
+    records = json.loads(s3_store.read_bytes(f"s3://{bucket}/lake/training_data.json"))
+    assert [len(r["input"]) for r in records] == [2, 2, 3]
+    assert sha256(bytes.fromhex(records[2]["input"][2])) == sha256(originals["image3"])
+
+
+def test_dg_check_and_launch_on_local_default(dagster_home, tmp_path):
+    env = _base_env(dagster_home)
+    env["LAKE_URI"] = str(tmp_path / "lake")
+    check = _run([str(BIN / "dg"), "check", "defs"], env, REPO)
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
+
+    _run([str(BIN / "dg"), "launch", "--assets", "*"], env, REPO)
+    lake = tmp_path / "lake"
+    assert lance.dataset(str(lake / "images.lance")).count_rows() == 4  # shipped samples
+    assert lance.dataset(str(lake / "multimodal.lance")).count_rows() == 4
+    records = json.loads((lake / "training_data.json").read_text())
+    assert [len(r["input"]) for r in records] == [2, 2, 3, 1]
+
+
+@pytest.mark.skipif(not (REPO / "Makefile").exists(), reason="needs the repository checkout")
+def test_quickstart_prints_summary(dagster_home, tmp_path):
+    env = _base_env(dagster_home)
+    proc = _run([sys.executable, "-m", "dagster_project.quickstart"], env, tmp_path)
+    out = proc.stdout
+    assert "Pipeline finished" in out
+    assert "first training batch: images [4, 3, 3, 224, 224]" in out
+    assert "[[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]" in out
+    for name in ("images.lance", "texts.lance", "multimodal.lance", "training_data.json"):
+        assert str(tmp_path / "lake" / name) in out

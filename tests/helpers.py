@@ -1,0 +1,59 @@
+"""Test helpers: real image bytes, S3 uploads, Lance reads. No mocks of project code."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from vlm_lake.layout import SAMPLE_DATA
+
+S3_REGION = "us-east-1"
+S3_KEY = "test-access-key-id"
+S3_SECRET = "test-secret-access-key-do-not-log"
+
+SAMPLE_IMAGES = SAMPLE_DATA / "lanceData"
+SEED_TESTDATA = Path(__file__).parent / "data" / "seed_testdata.json"
+
+
+def sample_image_bytes(name: str) -> bytes:
+    """Bytes of one shipped sample photo (image1.jpg, image2.jpg, image3.jpg, image4.png)."""
+    return (SAMPLE_IMAGES / name).read_bytes()
+
+
+def photo_variant(seed: int, size: tuple[int, int] = (160, 120), fmt: str = "JPEG") -> bytes:
+    """A distinct real-photo crop (from the sample cat photo) encoded as JPEG or PNG."""
+    with Image.open(SAMPLE_IMAGES / "image1.jpg") as im:
+        w, h = im.size
+        left, top = (seed * 37) % (w - size[0]), (seed * 23) % (h - size[1])
+        crop = im.crop((left, top, left + size[0], top + size[1])).rotate(seed % 4 * 90)
+        buf = io.BytesIO()
+        crop.save(buf, format=fmt)
+        return buf.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put(client: Any, bucket: str, key: str, data: bytes) -> None:
+    client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def upload_seed_example(client: Any, bucket: str) -> dict[str, bytes]:
+    """The seed's layout: image1..3.jpg under lanceData/, testdata.json under Lance/data/."""
+    images = {f"image{i}": sample_image_bytes(f"image{i}.jpg") for i in (1, 2, 3)}
+    for stem, data in images.items():
+        put(client, bucket, f"lanceData/{stem}.jpg", data)
+    put(client, bucket, "Lance/data/testdata.json", SEED_TESTDATA.read_bytes())
+    return images
+
+
+def write_json(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records))
+    return path
