@@ -87,7 +87,20 @@ def iter_image_batches(
         DuplicateKeyError: Two objects have the same file stem.
         SourceNotFoundError: No image objects exist under ``images_uri``.
     """
-    listing = store.list(images_uri, suffixes=IMAGE_SUFFIXES)
+    skipped: list[str] = []  # non-image names; only the first few are kept
+    skipped_count = 0
+
+    def images_only() -> Iterator[ObjectInfo]:
+        nonlocal skipped_count
+        for info in store.list(images_uri):
+            if uris.suffix(info.key) in IMAGE_SUFFIXES:
+                yield info
+                continue
+            skipped_count += 1
+            if len(skipped) < 5:
+                skipped.append(info.uri)
+
+    listing = images_only()
     seen: dict[str, str] = {}
     rows: list[dict[str, object]] = []
     pending_bytes = 0
@@ -109,6 +122,15 @@ def iter_image_batches(
             rows, pending_bytes = [], 0
     if rows:
         yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
+    if skipped_count:
+        log.warning(
+            "skipped %d object(s) under %s whose names do not end in an image extension (%s), "
+            "for example: %s",
+            skipped_count,
+            images_uri,
+            ", ".join(IMAGE_SUFFIXES),
+            ", ".join(skipped),
+        )
     if not seen:
         raise SourceNotFoundError(
             f"no image objects under images_uri={images_uri!r}; expected keys ending in "

@@ -268,3 +268,17 @@ def test_reingest_overwrites_with_new_version(tmp_path: Path, local_store: Objec
     ds = lance.dataset(out)
     assert sorted(ds.to_table().column("image_id").to_pylist()) == ["a", "b"]
     assert lance.dataset(out, version=1).count_rows() == 1
+
+
+def test_non_image_objects_are_counted_in_a_warning(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(photo_variant(1))
+    for i in range(7):
+        (folder / f"notes{i}.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="vlm_lake.image_ingest"):
+        report = ingest_images(ObjectStore(), str(folder), str(tmp_path / "images.lance"))
+    assert report.summary.num_rows == 1
+    (warning,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert warning.startswith("skipped 7 object(s)")
+    assert warning.count("notes") == 5  # a bounded list of examples
