@@ -5,10 +5,9 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
-from assets.metadata import lance_metadata
+from assets.metadata import lance_result
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
-from vlm_lake import lance_io
 from vlm_lake.image_ingest import ImageIngestOptions, ingest_images
 from vlm_lake.text_ingest import ingest_texts
 
@@ -37,14 +36,12 @@ def image_lance(
         f"wrote {report.objects} images ({report.bytes / 1e6:.1f} MB) to {layout.images} "
         f"version {report.summary.version} in {report.seconds:.1f}s"
     )
-    ds = lance_io.open_dataset(layout.images, store.storage_options(layout.images))
-    return MaterializeResult(
-        metadata={
-            **lance_metadata(report.summary, lance_io.preview_rows(ds)),
-            "source_uri": lake.raw_images_uri,
-            "total_bytes": report.bytes,
-            "seconds": round(report.seconds, 3),
-        }
+    return lance_result(
+        report.summary,
+        store.storage_options(layout.images),
+        source_uri=lake.raw_images_uri,
+        total_bytes=report.bytes,
+        seconds=round(report.seconds, 3),
     )
 
 
@@ -65,12 +62,10 @@ def text_lance(
         f"wrote {report.documents} documents from {report.files} file(s), K={report.num_slots}, "
         f"to {layout.texts} version {report.summary.version}"
     )
-    ds = lance_io.open_dataset(layout.texts, store.storage_options(layout.texts))
-    return MaterializeResult(
-        metadata={
-            **lance_metadata(report.summary, lance_io.preview_rows(ds)),
-            "source_uri": lake.raw_texts_uri,
-            "source_files": report.files,
-            "image_slots": report.num_slots,
-        }
+    return lance_result(
+        report.summary,
+        store.storage_options(layout.texts),
+        source_uri=lake.raw_texts_uri,
+        source_files=report.files,
+        image_slots=report.num_slots,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import MaterializeResult, MetadataValue, TableColumn, TableSchema
 
 from vlm_lake import lance_io
 
@@ -34,6 +34,25 @@ def lance_metadata(
     if preview is not None:
         meta["preview"] = MetadataValue.md(markdown_table(preview))
     return meta
+
+
+def lance_result(
+    summary: lance_io.DatasetSummary, storage_options: dict[str, str], **extra: Any
+) -> MaterializeResult:
+    """``MaterializeResult`` for a Lance dataset just written.
+
+    Args:
+        summary: What was written; its version is the one previewed.
+        storage_options: Lance storage options to read the preview with.
+        **extra: Asset-specific metadata entries.
+
+    Returns:
+        The result carrying :func:`lance_metadata` (with a preview) and ``extra``.
+    """
+    ds = lance_io.open_dataset(summary.uri, storage_options, summary.version)
+    return MaterializeResult(
+        metadata={**lance_metadata(summary, lance_io.preview_rows(ds)), **extra}
+    )
 
 
 def markdown_table(rows: list[dict[str, Any]], max_chars: int = 60) -> str:

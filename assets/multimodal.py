@@ -6,11 +6,10 @@
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from assets.ingest import GROUP, image_lance, text_lance
-from assets.metadata import lance_metadata
+from assets.metadata import lance_result
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
-from vlm_lake import lance_io
 from vlm_lake.multimodal import build_multimodal
 
 
@@ -43,14 +42,12 @@ def multimodal_lance(
         f"joined {report.summary.num_rows} documents: {report.images_attached} images attached, "
         f"{report.dangling_references} dangling references; version {report.summary.version}"
     )
-    ds = lance_io.open_dataset(layout.multimodal, object_store.storage_options(layout.multimodal))
-    return MaterializeResult(
-        metadata={
-            **lance_metadata(report.summary, lance_io.preview_rows(ds)),
-            "image_slots": report.num_slots,
-            "images_attached": report.images_attached,
-            "dangling_references": report.dangling_references,
-            "images_version": report.image_version,
-            "texts_version": report.text_version,
-        }
+    return lance_result(
+        report.summary,
+        object_store.storage_options(layout.multimodal),
+        image_slots=report.num_slots,
+        images_attached=report.images_attached,
+        dangling_references=report.dangling_references,
+        images_version=report.image_version,
+        texts_version=report.text_version,
     )
