@@ -6,6 +6,7 @@
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.ingest import GROUP
+from assets.metadata import markdown_table
 from assets.multimodal import multimodal_lance
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
@@ -37,5 +38,6 @@ def training_json(
             "bytes": report.bytes_written,
             "multimodal_version": report.source_version,
             "format": MetadataValue.text('[{"instruction": str, "input": [hex], "output": ""}]'),
+            "preview": MetadataValue.md(markdown_table(report.preview)),
         }
     )

@@ -31,6 +31,7 @@ class ExportReport:
     bytes_written: int
     source_version: int
     seconds: float
+    preview: list[dict[str, object]]
 
 
 def format_record(text: str, images: list[bytes | None]) -> str:
@@ -66,6 +67,7 @@ def export_training_json(
     progress = Progress(log, "records")
     images = 0
     written = 0
+    preview: list[dict[str, object]] = []
     with store.open_atomic_writer(out_uri) as out:
         out.write(b"[")
         first = True
@@ -81,8 +83,18 @@ def export_training_json(
                 first = False
                 present = sum(img is not None for img in imgs)
                 images += present
+                if len(preview) < 5:
+                    preview.append(_preview(text, imgs))
                 progress.update(1, len(data))
         out.write(b"\n]\n")
         written += 4
     progress.done()
-    return ExportReport(out_uri, progress.count, images, written, ds.version, progress.seconds)
+    return ExportReport(
+        out_uri, progress.count, images, written, ds.version, progress.seconds, preview
+    )
+
+
+def _preview(text: str, images: list[bytes | None]) -> dict[str, object]:
+    """A short stand-in for one record: the text and the start of each image's hex."""
+    hexes = [f"{img[:8].hex()}… ({len(img)} bytes)" for img in images if img is not None]
+    return {"instruction": text, "input": "; ".join(hexes), "output": ""}

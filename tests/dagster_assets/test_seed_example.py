@@ -82,6 +82,7 @@ def test_seed_example_end_to_end(s3_resources: dict[str, Any], s3_store, bucket:
         assert meta["dagster/column_schema"].schema.columns
         assert "bytes>" in meta["preview"].value or key == "text_lance"
     assert by_key["training_json"]["dagster/row_count"].value == 3
+    assert "ffd8ffe0" in by_key["training_json"]["preview"].value  # JPEG magic, hex
     assert by_key["multimodal_lance"]["dangling_references"].value == 0
     # no credential in any metadata value
     secret = s3_resources["object_store"].aws_secret_access_key
