@@ -74,15 +74,6 @@ def open_dataset(
         raise
 
 
-def dataset_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
-    """Return True if a Lance dataset exists at ``uri``."""
-    try:
-        open_dataset(uri, storage_options)
-    except DatasetNotFoundError:
-        return False
-    return True
-
-
 def write_batches(
     batches: Iterable[pa.RecordBatch],
     uri: str,

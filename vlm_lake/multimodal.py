@@ -185,6 +185,15 @@ def build_multimodal(
     image_ds = lance_io.open_dataset(image_uri, image_storage)
     slots = image_id_columns(text_ds.schema)
     num_slots = len(slots)
+    log.info(
+        "joining %s (version %d, K=%d) to %s (version %d) into %s",
+        text_uri,
+        text_ds.version,
+        num_slots,
+        image_uri,
+        image_ds.version,
+        out_uri,
+    )
 
     texts = read_lance(
         spark,

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import lance
-import pytest
 from helpers import S3_KEY, S3_REGION, S3_SECRET, sha256, upload_seed_example
 
 BIN = Path(sys.executable).parent
@@ -95,7 +94,6 @@ def test_dg_check_and_launch_on_local_default(dagster_home, tmp_path):
     assert [len(r["input"]) for r in records] == [2, 2, 3, 1]
 
 
-@pytest.mark.skipif(not (REPO / "Makefile").exists(), reason="needs the repository checkout")
 def test_quickstart_prints_summary(dagster_home, tmp_path):
     env = _base_env(dagster_home)
     proc = _run([sys.executable, "-m", "dagster_project.quickstart"], env, tmp_path)
