@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
@@ -21,31 +21,33 @@ if TYPE_CHECKING:
     import lance
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WRITE_MODES = ("create", "overwrite", "append")
 
 
-class _ProducerErrors:
-    """Remember the exception a batch producer raised while Lance was consuming it.
+def _consume(batches: Iterable[pa.RecordBatch], schema: pa.Schema, write: Callable[[Any], T]) -> T:
+    """Run ``write`` on a reader over ``batches``, re-raising the producer's own error.
 
-    Lance reports a failing input stream as a generic ``OSError`` wrapping the Python
+    Lance reports a failing input stream as a generic ``OSError`` that carries the Python
     traceback as text; callers deserve the original exception (an ``InvalidImageError``
-    naming the object, say), so :meth:`reraise` raises that one instead.
+    naming the object, say), so that one is raised, chained to Lance's.
     """
+    produced: list[BaseException] = []
 
-    def __init__(self) -> None:
-        self.error: BaseException | None = None
-
-    def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def watch() -> Iterator[pa.RecordBatch]:
         try:
             yield from batches
         except BaseException as exc:
-            self.error = exc
+            produced.append(exc)
             raise
 
-    def reraise(self, lance_error: BaseException) -> None:
-        if self.error is not None:
-            raise self.error from lance_error
+    try:
+        return write(pa.RecordBatchReader.from_batches(schema, watch()))
+    except Exception as exc:
+        if produced:
+            raise produced[0] from exc
+        raise
 
 
 def open_dataset(
@@ -105,10 +107,10 @@ def write_batches(
 
     if mode not in WRITE_MODES:
         raise ValueError(f"mode={mode!r} is not a write mode; allowed: {', '.join(WRITE_MODES)}")
-    errors = _ProducerErrors()
-    reader = pa.RecordBatchReader.from_batches(schema, errors.watch(batches))
-    try:
-        return lance.write_dataset(
+    return _consume(
+        batches,
+        schema,
+        lambda reader: lance.write_dataset(
             reader,
             uri,
             schema=schema,
@@ -116,10 +118,8 @@ def write_batches(
             max_rows_per_file=max_rows_per_file,
             storage_options=storage_options or None,
             commit_message=commit_message,
-        )
-    except Exception as exc:
-        errors.reraise(exc)
-        raise
+        ),
+    )
 
 
 def write_fragment_files(
@@ -137,20 +137,18 @@ def write_fragment_files(
     """
     from lance.fragment import write_fragments
 
-    errors = _ProducerErrors()
-    reader = pa.RecordBatchReader.from_batches(schema, errors.watch(batches))
-    try:
-        fragments = write_fragments(
+    fragments = _consume(
+        batches,
+        schema,
+        lambda reader: write_fragments(
             reader,
             uri,
             schema=schema,
             mode="overwrite",
             max_rows_per_file=max_rows_per_file,
             storage_options=storage_options or None,
-        )
-    except Exception as exc:
-        errors.reraise(exc)
-        raise
+        ),
+    )
     return [json.dumps(f.to_json()) for f in fragments]
 
 
