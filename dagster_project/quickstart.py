@@ -17,7 +17,6 @@ from dagster import DagsterInstance, materialize
 from assets import ALL_ASSETS
 from dagster_project.instance import ensure_dagster_home
 from dagster_project.settings import build_resources
-from vlm_lake import lance_io
 from vlm_lake.layout import LakeLayout
 
 log = logging.getLogger("vlm_lake.quickstart")
@@ -45,6 +44,11 @@ def main() -> int:
     lake = resources["lake"].process_config_and_initialize()
     store = resources["object_store"].process_config_and_initialize()
     layout = LakeLayout.at(lake.lake_uri)
+    # What the run itself recorded: rows, Lance version and URI of every output.
+    written = {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
     _out()
     _out(f"Pipeline finished in {seconds:.1f}s (run {result.run_id}, Spark start included)")
     _out(f"  raw images : {lake.raw_images_uri}")
@@ -52,16 +56,11 @@ def main() -> int:
     _out(f"  Dagster    : DAGSTER_HOME={home}  (make dev shows this run in the UI)")
     _out()
     _out(f"{'dataset':<20} {'rows':>6} {'version':>8}  uri")
-    for name, uri in (
-        ("image_lance", layout.images),
-        ("text_lance", layout.texts),
-        ("multimodal_lance", layout.multimodal),
-    ):
-        ds = lance_io.open_dataset(uri, store.storage_options(uri))
-        _out(f"{name:<20} {ds.count_rows():>6} {ds.version:>8}  {uri}")
-    (export,) = result.asset_materializations_for_node("training_json")
-    records = export.metadata["dagster/row_count"].value
-    _out(f"{'training_json':<20} {records:>6} {'-':>8}  {layout.training_json}")
+    for name in ("image_lance", "text_lance", "multimodal_lance", "training_json"):
+        meta = written[name]
+        version = meta["lance/version"].value if "lance/version" in meta else "-"
+        rows, uri = meta["dagster/row_count"].value, meta["dagster/uri"].value
+        _out(f"{name:<20} {rows:>6} {version:>8}  {uri}")
 
     from torch.utils.data import DataLoader
 
