@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from bad_images import BAD_IMAGE_CASES, same_stem_objects
 from helpers import photo_variant, sample_image_bytes
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from vlm_lake import uris
 from vlm_lake.errors import InvalidImageError
-from vlm_lake.images import IMAGE_SUFFIXES, decode_rgb, probe_image
+from vlm_lake.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_rgb, probe_image
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+BOMBS = [name for name in BAD_IMAGE_CASES if name.startswith("bomb-")]
+ignore_bomb_warning = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 
 
 def _encode(im: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -161,3 +172,156 @@ def test_decode_rgb_cmyk_jpeg() -> None:
     r, g, b = out.getpixel((25, 20))
     assert r > 150 and g < 80 and b < 80
     _check_rgb(decode_rgb(data, (224, 224)), (224, 224))
+
+
+@ignore_bomb_warning
+@pytest.mark.parametrize("name", sorted(BAD_IMAGE_CASES))
+def test_bad_case_names_source_and_problem(name: str) -> None:
+    case = BAD_IMAGE_CASES[name]
+    uri = f"s3://bucket/raw/photos/{name}"
+    with pytest.raises(InvalidImageError) as info:
+        probe_image(case.data, uri)
+    assert info.value.source_uri == uri
+    assert case.problem in info.value.problem
+    message = str(info.value)
+    assert repr(uri) in message and case.problem in message
+    assert "expected" in message  # says what is allowed, not only what is wrong
+
+
+@ignore_bomb_warning
+@pytest.mark.parametrize("name", sorted(BAD_IMAGE_CASES))
+def test_decode_rgb_refuses_bad_case(name: str) -> None:
+    """decode_rgb has no URI: it raises Pillow's own errors (callers add the location)."""
+    data = BAD_IMAGE_CASES[name].data
+    expected: type[Exception] = OSError
+    if name.startswith("bomb-"):
+        expected = Image.DecompressionBombError
+    elif not data or name in ("caption.jpg", "readme.txt"):
+        expected = UnidentifiedImageError
+    with pytest.raises(expected):
+        decode_rgb(data, (224, 224))
+
+
+@ignore_bomb_warning
+@pytest.mark.parametrize("name", BOMBS)
+def test_bomb_message_gives_size_and_limit(name: str) -> None:
+    with pytest.raises(InvalidImageError) as info:
+        probe_image(BAD_IMAGE_CASES[name].data, name)
+    problem = info.value.problem
+    assert problem.startswith("decompression bomb refused before decoding: the header declares")
+    assert f"limit of {MAX_PIXELS:,} pixels" in problem
+    with pytest.raises(Image.DecompressionBombError, match="refused before decoding"):
+        decode_rgb(BAD_IMAGE_CASES[name].data)
+
+
+def test_bombs_are_small_real_pngs() -> None:
+    for name, (width, height) in {
+        "bomb-20000x20000.png": (20000, 20000),
+        "bomb-10000x10000.png": (10000, 10000),
+    }.items():
+        data = BAD_IMAGE_CASES[name].data
+        assert len(data) < 64 * 1024
+        assert width * height > MAX_PIXELS
+        head = data[:33]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+        assert int.from_bytes(head[16:20], "big") == width
+        assert int.from_bytes(head[20:24], "big") == height
+
+
+def test_our_limit_is_under_pillows() -> None:
+    """Pillow warns above MAX_IMAGE_PIXELS and refuses above twice it; a bigger MAX_PIXELS
+    would be dead code, so ours must be at most Pillow's."""
+    assert Image.MAX_IMAGE_PIXELS is not None
+    assert MAX_PIXELS <= Image.MAX_IMAGE_PIXELS
+
+
+_RSS_SCRIPT = """
+import io, sys, warnings
+sys.path.insert(0, sys.argv[1])
+from bad_images import decompression_bomb_png
+from PIL import Image
+from vlm_lake.errors import InvalidImageError
+from vlm_lake.images import decode_rgb, probe_image
+
+
+def status_mib(field):
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+bombs = [decompression_bomb_png(10000, 10000), decompression_bomb_png(20000, 20000)]
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
+except OSError as exc:
+    print(f"cannot reset the peak RSS: {exc}")
+    raise SystemExit(3) from None
+base = status_mib("VmRSS")
+if sys.argv[2] == "ours":
+    refused = 0
+    for data in bombs:
+        try:
+            probe_image(data, "bomb.png")
+        except InvalidImageError:
+            refused += 1
+        try:
+            decode_rgb(data, (224, 224))
+        except Image.DecompressionBombError:
+            refused += 1
+    assert refused == 4, f"only {refused} of 4 calls refused the bombs"
+else:  # control: Pillow with its limit off really allocates the pixels
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(io.BytesIO(bombs[0])) as im:
+        im.load()
+print(status_mib("VmHWM") - base)
+"""
+
+
+def _peak_growth_mib(mode: str) -> float:
+    """Peak RSS growth (MiB) of a fresh process while it runs the ``mode`` part of the script."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(TESTS_DIR), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode == 3:
+        pytest.skip(done.stdout.strip())
+    assert done.returncode == 0, done.stdout + done.stderr
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_bomb_is_refused_before_pixels_are_allocated() -> None:
+    """A 10000x10000 and a 20000x20000 header (100 MB and 400 MB decoded) cost no memory."""
+    assert _peak_growth_mib("ours") < 16
+    assert _peak_growth_mib("control") > 90  # the measurement does see a real decode
+
+
+@ignore_bomb_warning
+def test_probe_leaves_warning_filters_alone_across_threads() -> None:
+    """probe_image runs in ingest worker threads; it must not touch the global filters."""
+    before = list(warnings.filters)
+    bombs = [BAD_IMAGE_CASES[name].data for name in BOMBS] * 16
+
+    def probe(data: bytes) -> str:
+        with pytest.raises(InvalidImageError) as info:
+            probe_image(data, "bomb.png")
+        return info.value.problem
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        problems = list(pool.map(probe, bombs))
+    assert all("decompression bomb" in p for p in problems)
+    assert warnings.filters == before
+
+
+def test_same_stem_objects_are_two_valid_images() -> None:
+    objects = same_stem_objects()
+    stems = {uris.stem(key) for key in objects}
+    assert stems == {"img_0001"}
+    assert len({k.split("/")[0] for k in objects}) == 2
+    formats = {probe_image(data, key).format for key, data in objects.items()}
+    assert formats == {"jpeg", "png"}
