@@ -57,3 +57,18 @@ def write_json(path: Path, records: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records))
     return path
+
+
+def write_published(data: Any, uri: str, **kwargs: Any) -> Any:
+    """``lance.write_dataset`` followed by publishing the new version (as a passing run would).
+
+    Readers default to the ``published`` tag, so tests that build a dataset by hand publish
+    it the way a run whose checks passed does.
+    """
+    import lance
+
+    from vlm_lake import publish
+
+    ds = lance.write_dataset(data, uri, **kwargs)
+    publish.publish(uri, ds.version, kwargs.get("storage_options"))
+    return ds

@@ -15,7 +15,7 @@ class InvalidImageError(VLMLakeError):
         self.problem = problem
         super().__init__(
             f"image object {source_uri!r} is not a decodable image: {problem} "
-            "(expected JPEG or PNG bytes that Pillow can decode)"
+            "(expected image bytes that Pillow can decode: JPEG, PNG, WebP, BMP, GIF or TIFF)"
         )
 
 
@@ -40,3 +40,7 @@ class SourceNotFoundError(VLMLakeError):
 
 class DatasetNotFoundError(VLMLakeError):
     """A Lance dataset that a step reads does not exist yet."""
+
+
+class NotPublishedError(VLMLakeError):
+    """A Lance dataset exists but none of its versions has passed its blocking checks."""

@@ -1,20 +1,35 @@
-"""Ingest raw image objects into the ``image_lance`` dataset, streaming in bounded memory."""
+"""Ingest raw image objects into ``image_lance``: incremental, quarantining, bounded memory.
+
+A run lists the prefix (keys and ETags only), compares it with the *published* version of
+the dataset and downloads only objects that are new or whose ETag changed. Good images are
+upserted with one Lance ``merge_insert`` keyed on ``image_id``; bad ones (not an image,
+truncated, empty, a decompression bomb, a stem used twice) become rows of
+``rejected_images.lance`` with the reason. A run with nothing new commits nothing.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from vlm_lake import lance_io, uris
-from vlm_lake.errors import DuplicateKeyError, SourceNotFoundError
+from vlm_lake import lance_io, publish, uris
+from vlm_lake.errors import DuplicateKeyError, InvalidImageError, SourceNotFoundError
 from vlm_lake.images import IMAGE_SUFFIXES, probe_image
 from vlm_lake.object_store import ObjectInfo, ObjectStore
 from vlm_lake.parallel import bounded_parallel_map
 from vlm_lake.progress import Progress
+from vlm_lake.quarantine import (
+    REJECTED_IMAGES_SCHEMA,
+    RejectedImage,
+    check_on_bad_input,
+    read_rejected_images,
+    write_rejections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +38,7 @@ IMAGE_SCHEMA = pa.schema(
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("image_data", pa.binary(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("source_etag", pa.string(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("size_bytes", pa.int64(), nullable=False),
         pa.field("format", pa.string(), nullable=False),
@@ -34,38 +50,162 @@ IMAGE_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class ImageIngestOptions:
-    """Tuning knobs of the image ingest.
+    """Tuning knobs and policies of the image ingest.
 
     Attributes:
         workers: Parallel downloads.
         batch_rows: Maximum rows per Arrow batch handed to Lance.
         batch_bytes: Maximum image bytes per batch; bounds memory together with workers.
         max_rows_per_file: Rows per Lance data file.
+        full_rebuild: Re-download everything and overwrite the table instead of merging.
+        on_bad_input: ``quarantine`` (record and go on) or ``fail`` (raise at the first).
+        delete_missing: Delete rows whose source object is gone (mirror the prefix); by
+            default they are kept and counted as ``missing_from_source``.
     """
 
     workers: int = 16
     batch_rows: int = 256
     batch_bytes: int = 64 * 1024 * 1024
     max_rows_per_file: int = 64 * 1024
+    full_rebuild: bool = False
+    on_bad_input: str = "quarantine"
+    delete_missing: bool = False
+
+    def __post_init__(self) -> None:
+        check_on_bad_input(self.on_bad_input)
 
 
 @dataclass(frozen=True)
 class IngestReport:
-    """Result of an ingest: the written dataset and what it took."""
+    """Result of an image ingest.
+
+    Attributes:
+        summary: The dataset's latest version after the run (the candidate to check).
+        committed: Whether this run wrote a new version (False when nothing changed).
+        full_rebuild: Whether the table was rewritten rather than merged.
+        base_version: The published version the changes were computed against, if any.
+        inserted: Rows added.
+        updated: Rows replaced because their object changed.
+        unchanged: Objects skipped because their key and ETag were already ingested.
+        deleted: Rows deleted because their object is gone (``delete_missing``).
+        missing_from_source: Rows kept although their object is gone.
+        rejected: Every current rejection (new and carried over).
+        written_ids: The ``image_id`` of every row written by this run.
+        objects: Objects downloaded.
+        bytes: Bytes downloaded.
+        seconds: Wall time of the run.
+    """
 
     summary: lance_io.DatasetSummary
+    committed: bool
+    full_rebuild: bool
+    base_version: int | None
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    missing_from_source: int
+    rejected: list[RejectedImage]
+    written_ids: list[str] = field(repr=False)
     objects: int
     bytes: int
     seconds: float
 
 
-def _fetch(store: ObjectStore, info: ObjectInfo) -> dict[str, object]:
+@dataclass
+class _Plan:
+    """What to download, given the listing and what the lake already holds."""
+
+    to_fetch: list[ObjectInfo]
+    rejected: list[RejectedImage]
+    unchanged: int
+    missing: list[str]
+    listed: int
+
+
+def _reject(info: ObjectInfo, stage: str, reason: str, strict: bool) -> RejectedImage:
+    if strict:
+        if stage == "duplicate":
+            raise DuplicateKeyError(reason)
+        raise InvalidImageError(info.uri, reason)
+    return RejectedImage(info.uri, uris.stem(info.key), info.etag, info.size, stage, reason)
+
+
+def plan_image_ingest(
+    store: ObjectStore,
+    images_uri: str,
+    existing: dict[str, tuple[str, str]],
+    previous_rejects: list[RejectedImage],
+    *,
+    strict: bool = False,
+) -> _Plan:
+    """Decide which objects to download, from the listing alone (no bytes are read).
+
+    Args:
+        store: Object store to list.
+        images_uri: The images prefix.
+        existing: ``image_id -> (source_uri, source_etag)`` of the published table.
+        previous_rejects: Rejections of the previous run; a ``decode`` rejection whose
+            object still has the same ETag is carried over without downloading again.
+        strict: Raise at the first bad object instead of rejecting it.
+
+    Returns:
+        The plan: objects to fetch (in key order), rejections, and counts.
+    """
+    rejected: list[RejectedImage] = []
+    by_stem: dict[str, list[ObjectInfo]] = {}
+    listed = 0
+    for info in store.list(images_uri):
+        listed += 1
+        if uris.suffix(info.key) not in IMAGE_SUFFIXES:
+            reason = (
+                f"the name does not end in an image extension; expected one of "
+                f"{', '.join(IMAGE_SUFFIXES)} (any case)"
+            )
+            rejected.append(_reject(info, "listing", reason, strict))
+            continue
+        by_stem.setdefault(uris.stem(info.key), []).append(info)
+    known_bad = {(r.source_uri, r.etag): r for r in previous_rejects if r.stage == "decode"}
+    to_fetch: list[ObjectInfo] = []
+    unchanged = 0
+    for image_id, infos in by_stem.items():
+        kept_uri = existing.get(image_id, ("", ""))[0]
+        winner = next((i for i in infos if i.uri == kept_uri), infos[0])
+        for other in infos:
+            if other is not winner:
+                reason = (
+                    f"image_id {image_id!r} of {other.uri!r} is also the file stem of "
+                    f"{winner.uri!r}, which was kept; image ids are file stems and must be "
+                    "unique across folders (rename one of the files)"
+                )
+                rejected.append(_reject(other, "duplicate", reason, strict))
+        if existing.get(image_id) == (winner.uri, winner.etag):
+            unchanged += 1
+        elif (winner.uri, winner.etag) in known_bad:
+            known = known_bad[(winner.uri, winner.etag)]
+            if strict:
+                raise InvalidImageError(winner.uri, known.reason)
+            rejected.append(known)
+        else:
+            to_fetch.append(winner)
+    to_fetch.sort(key=lambda i: i.key)
+    missing = sorted(set(existing) - set(by_stem))
+    return _Plan(to_fetch, rejected, unchanged, missing, listed)
+
+
+def _fetch(store: ObjectStore, info: ObjectInfo) -> dict[str, object] | RejectedImage:
     data = store.read_bytes(info.uri)
-    meta = probe_image(data, info.uri)
+    try:
+        meta = probe_image(data, info.uri)
+    except InvalidImageError as exc:
+        return RejectedImage(
+            info.uri, uris.stem(info.key), info.etag, len(data), "decode", exc.problem
+        )
     return {
         "image_id": uris.stem(info.key),
         "image_data": data,
         "source_uri": info.uri,
+        "source_etag": info.etag,
         "sha256": hashlib.sha256(data).hexdigest(),
         "size_bytes": len(data),
         "format": meta.format,
@@ -75,67 +215,69 @@ def _fetch(store: ObjectStore, info: ObjectInfo) -> dict[str, object]:
 
 
 def iter_image_batches(
-    store: ObjectStore, images_uri: str, options: ImageIngestOptions, progress: Progress
+    store: ObjectStore,
+    to_fetch: list[ObjectInfo],
+    options: ImageIngestOptions,
+    progress: Progress,
+    rejected: list[RejectedImage],
+    written_ids: list[str],
 ) -> Iterator[pa.RecordBatch]:
-    """Download, validate and batch every image under ``images_uri``.
+    """Download and validate ``to_fetch`` in parallel and yield bounded record batches.
+
+    Objects that are not decodable images are appended to ``rejected`` (or raise, with
+    ``on_bad_input="fail"``); the ids of the rows yielded are appended to ``written_ids``.
 
     Yields:
         Record batches of :data:`IMAGE_SCHEMA`, each bounded by rows and bytes.
-
-    Raises:
-        InvalidImageError: An object is not a decodable image (names the object).
-        DuplicateKeyError: Two objects have the same file stem.
-        SourceNotFoundError: No image objects exist under ``images_uri``.
     """
-    skipped: list[str] = []  # non-image names; only the first few are kept
-    skipped_count = 0
-
-    def images_only() -> Iterator[ObjectInfo]:
-        nonlocal skipped_count
-        for info in store.list(images_uri):
-            if uris.suffix(info.key) in IMAGE_SUFFIXES:
-                yield info
-                continue
-            skipped_count += 1
-            if len(skipped) < 5:
-                skipped.append(info.uri)
-
-    listing = images_only()
-    seen: dict[str, str] = {}
     rows: list[dict[str, object]] = []
     pending_bytes = 0
     for row in bounded_parallel_map(
-        lambda info: _fetch(store, info), listing, workers=options.workers
+        lambda info: _fetch(store, info), to_fetch, workers=options.workers
     ):
-        image_id = str(row["image_id"])
-        if image_id in seen:
-            raise DuplicateKeyError(
-                f"image_id {image_id!r} comes from two objects: {seen[image_id]!r} and "
-                f"{row['source_uri']!r}; image ids are file stems and must be unique"
-            )
-        seen[image_id] = str(row["source_uri"])
+        if isinstance(row, RejectedImage):
+            if options.on_bad_input == "fail":
+                raise InvalidImageError(row.source_uri, row.reason)
+            log.warning("quarantined %s: %s", row.source_uri, row.reason)
+            rejected.append(row)
+            progress.update(1, row.size_bytes)
+            continue
+        size = int(row["size_bytes"])  # type: ignore[call-overload]
+        written_ids.append(str(row["image_id"]))
         rows.append(row)
-        pending_bytes += int(row["size_bytes"])  # type: ignore[call-overload]
-        progress.update(1, int(row["size_bytes"]))  # type: ignore[call-overload]
+        pending_bytes += size
+        progress.update(1, size)
         if len(rows) >= options.batch_rows or pending_bytes >= options.batch_bytes:
             yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
             rows, pending_bytes = [], 0
     if rows:
         yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
-    if skipped_count:
+
+
+def _existing_images(
+    dataset_uri: str, storage: dict[str, str], version: int
+) -> dict[str, tuple[str, str]] | None:
+    """``image_id -> (source_uri, source_etag)`` of one version; None if its schema is old."""
+    ds = lance_io.open_dataset(dataset_uri, storage, version)
+    if not ds.schema.equals(IMAGE_SCHEMA):
         log.warning(
-            "skipped %d object(s) under %s whose names do not end in an image extension (%s), "
-            "for example: %s",
-            skipped_count,
-            images_uri,
-            ", ".join(IMAGE_SUFFIXES),
-            ", ".join(skipped),
+            "%s version %d has a different schema than this code writes; rebuilding it",
+            dataset_uri,
+            version,
         )
-    if not seen:
-        raise SourceNotFoundError(
-            f"no image objects under images_uri={images_uri!r}; expected keys ending in "
-            f"{', '.join(IMAGE_SUFFIXES)}"
+        return None
+    table = ds.to_table(columns=["image_id", "source_uri", "source_etag"])
+    return dict(
+        zip(
+            table.column("image_id").to_pylist(),
+            zip(
+                table.column("source_uri").to_pylist(),
+                table.column("source_etag").to_pylist(),
+                strict=True,
+            ),
+            strict=True,
         )
+    )
 
 
 def ingest_images(
@@ -143,35 +285,116 @@ def ingest_images(
     images_uri: str,
     dataset_uri: str,
     options: ImageIngestOptions | None = None,
+    *,
+    rejects_uri: str | None = None,
 ) -> IngestReport:
-    """Write every image under ``images_uri`` to the Lance dataset at ``dataset_uri``.
+    """Bring the Lance dataset at ``dataset_uri`` up to date with the images under ``images_uri``.
 
-    Bytes are stored exactly as uploaded. Downloads run in parallel; memory is bounded by
-    ``batch_bytes`` plus the in-flight downloads, whatever the number of images. The write
-    is one commit, so a failure (a bad image, a network error) leaves the previous version.
+    Incremental by default: the listing is compared with the published version and only new
+    or changed objects are downloaded and merged (one commit). Without a published version,
+    with ``full_rebuild``, or when the table's schema is older than this code, everything is
+    downloaded and the table is overwritten (one commit). Bytes are stored exactly as
+    uploaded; memory is bounded by ``batch_bytes`` plus the in-flight downloads. A failure
+    (a network error, ``on_bad_input="fail"``) commits nothing.
 
     Args:
         store: Object store to read from and whose settings Lance uses.
         images_uri: Prefix or folder holding the images.
         dataset_uri: Where ``images.lance`` goes.
-        options: Tuning knobs.
+        options: Knobs and policies.
+        rejects_uri: Where ``rejected_images.lance`` goes; None keeps rejections only in
+            the report (and then nothing is carried over between runs).
 
     Returns:
-        An :class:`IngestReport`.
+        An :class:`IngestReport`; the new version is a candidate until it is published.
+
+    Raises:
+        SourceNotFoundError: No objects under ``images_uri``, or none is a valid image.
+        InvalidImageError: A bad object, with ``on_bad_input="fail"``.
+        DuplicateKeyError: Two objects share a stem, with ``on_bad_input="fail"``.
     """
     options = options or ImageIngestOptions()
+    storage = store.storage_options(dataset_uri)
+    strict = options.on_bad_input == "fail"
+    base = None if options.full_rebuild else publish.discard_unpublished(dataset_uri, storage)
+    existing = _existing_images(dataset_uri, storage, base) if base is not None else None
+    rebuild = existing is None
+    previous = read_rejected_images(rejects_uri, storage) if rejects_uri else []
+    plan = plan_image_ingest(store, images_uri, existing or {}, previous, strict=strict)
+    if plan.listed == 0:
+        raise SourceNotFoundError(
+            f"no objects under images_uri={images_uri!r}; expected image files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}"
+        )
+    log.info(
+        "images: %d listed under %s, %d to download, %d unchanged, %d rejected so far, %s",
+        plan.listed,
+        images_uri,
+        len(plan.to_fetch),
+        plan.unchanged,
+        len(plan.rejected),
+        "full rebuild" if rebuild else f"merging into published version {base}",
+    )
     progress = Progress(log, "images")
-    log.info("ingesting images from %s into %s", images_uri, dataset_uri)
-    ds = lance_io.write_batches(
-        iter_image_batches(store, images_uri, options, progress),
-        dataset_uri,
-        IMAGE_SCHEMA,
-        store.storage_options(dataset_uri),
-        mode="overwrite",
-        max_rows_per_file=options.max_rows_per_file,
-        commit_message=f"ingest images from {images_uri}",
-    )
+    rejected = list(plan.rejected)
+    written: list[str] = []
+    batches = iter_image_batches(store, plan.to_fetch, options, progress, rejected, written)
+    delete = plan.missing if (options.delete_missing and not rebuild) else []
+    first = next(batches, None)  # peek: a run that writes nothing must not commit
+    stats = lance_io.MergeStats(0, 0, 0)
+    rejects_storage = store.storage_options(rejects_uri) if rejects_uri else {}
+    if rebuild:
+        if first is None:  # a table of only rejects is an error, not an empty table
+            _save_rejects(rejects_uri, rejected, rejects_storage)
+            raise SourceNotFoundError(
+                f"none of the {plan.listed} objects under images_uri={images_uri!r} is a valid "
+                f"image; {len(rejected)} rejected (first: {rejected[0].source_uri!r}: "
+                f"{rejected[0].reason})"
+            )
+        ds = lance_io.write_batches(
+            itertools.chain([first], batches),
+            dataset_uri,
+            IMAGE_SCHEMA,
+            storage,
+            mode="overwrite",
+            max_rows_per_file=options.max_rows_per_file,
+            commit_message=f"ingest images from {images_uri} (full rebuild)",
+        )
+        stats = lance_io.MergeStats(len(written), 0, 0)
+    elif first is not None or delete:
+        ds, stats = lance_io.merge_batches(
+            itertools.chain([first] if first is not None else [], batches),
+            dataset_uri,
+            IMAGE_SCHEMA,
+            storage,
+            on="image_id",
+            delete_keys=delete,
+        )
+    else:
+        ds = lance_io.open_dataset(dataset_uri, storage)
+    committed = rebuild or first is not None or bool(delete)
     progress.done()
+    _save_rejects(rejects_uri, rejected, rejects_storage)
     return IngestReport(
-        lance_io.summarize(ds, dataset_uri), progress.count, progress.nbytes, progress.seconds
+        summary=lance_io.summarize(ds, dataset_uri),
+        committed=committed,
+        full_rebuild=rebuild,
+        base_version=base,
+        inserted=stats.inserted,
+        updated=stats.updated,
+        unchanged=plan.unchanged,
+        deleted=stats.deleted,
+        missing_from_source=0 if options.delete_missing else len(plan.missing),
+        rejected=rejected,
+        written_ids=written,
+        objects=progress.count,
+        bytes=progress.nbytes,
+        seconds=progress.seconds,
     )
+
+
+def _save_rejects(
+    rejects_uri: str | None, rejected: list[RejectedImage], storage: dict[str, str]
+) -> None:
+    if rejects_uri is not None:
+        write_rejections(rejects_uri, REJECTED_IMAGES_SCHEMA, rejected, storage)

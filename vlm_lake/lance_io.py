@@ -122,6 +122,61 @@ def write_batches(
     )
 
 
+@dataclass(frozen=True)
+class MergeStats:
+    """What a :func:`merge_batches` commit changed."""
+
+    inserted: int
+    updated: int
+    deleted: int
+
+
+def sql_string_list(values: Iterable[str]) -> str:
+    """Render strings as a SQL ``IN`` list body with single quotes escaped."""
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def merge_batches(
+    batches: Iterable[pa.RecordBatch],
+    uri: str,
+    schema: pa.Schema,
+    storage_options: dict[str, str] | None = None,
+    *,
+    on: str,
+    delete_keys: Sequence[str] = (),
+) -> tuple[lance.LanceDataset, MergeStats]:
+    """Upsert batches into an existing dataset by key, and delete ``delete_keys``, in one commit.
+
+    Rows whose ``on`` value exists are replaced, the others are inserted; rows keyed by
+    ``delete_keys`` (and not in the batches) are deleted. Like every write here it is one
+    commit: an error in ``batches`` leaves the previous version current.
+
+    Args:
+        batches: Record batches matching ``schema``; each key at most once.
+        uri: Dataset URI (the dataset must exist).
+        schema: Arrow schema of the batches.
+        storage_options: Lance storage options.
+        on: The key column (``image_id``, ``docid``).
+        delete_keys: Keys to delete from the dataset.
+
+    Returns:
+        The dataset at the new version and the insert/update/delete counts.
+    """
+    ds = open_dataset(uri, storage_options)
+    builder = ds.merge_insert(on).when_matched_update_all().when_not_matched_insert_all()
+    if delete_keys:
+        builder = builder.when_not_matched_by_source_delete(
+            f"{on} IN ({sql_string_list(delete_keys)})"
+        )
+    result = _consume(batches, schema, builder.execute)
+    stats = MergeStats(
+        inserted=int(result["num_inserted_rows"]),
+        updated=int(result["num_updated_rows"]),
+        deleted=int(result["num_deleted_rows"]),
+    )
+    return open_dataset(uri, storage_options), stats
+
+
 def write_fragment_files(
     batches: Iterator[pa.RecordBatch],
     uri: str,

@@ -46,3 +46,13 @@ class LakeLayout:
     def training_json(self) -> str:
         """``training_data.json``: the alpaca-style training file."""
         return uris.join(self.root, "training_data.json")
+
+    @property
+    def rejected_images(self) -> str:
+        """``rejected_images.lance``: image objects that were quarantined, with the reason."""
+        return uris.join(self.root, "rejected_images.lance")
+
+    @property
+    def rejected_documents(self) -> str:
+        """``rejected_documents.lance``: documents / text files quarantined, with the reason."""
+        return uris.join(self.root, "rejected_documents.lance")

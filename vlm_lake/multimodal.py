@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from vlm_lake import lance_io
+from vlm_lake import lance_io, publish
 from vlm_lake.spark_lance import POSITION_COLUMN, read_lance
 from vlm_lake.text_ingest import image_id_columns
 
@@ -52,14 +52,35 @@ def multimodal_schema(num_slots: int) -> pa.Schema:
 
 @dataclass(frozen=True)
 class MultimodalReport:
-    """Result of the join."""
+    """Result of the join.
+
+    Attributes:
+        summary: The output's latest version after the run (the candidate to check).
+        committed: Whether this run wrote (False when no input change affects any row).
+        full_rebuild: Whether the whole table was rebuilt rather than updated.
+        num_slots: K.
+        rows_written: Documents joined and written by this run.
+        rows_deleted: Documents removed because they left ``text_lance``.
+        images_attached: Image cells filled by this run.
+        dangling_references: Image ids referenced by this run's rows but not found.
+        image_version: Version of ``image_lance`` read.
+        text_version: Version of ``text_lance`` read.
+    """
 
     summary: lance_io.DatasetSummary
+    committed: bool
+    full_rebuild: bool
     num_slots: int
+    rows_written: int
+    rows_deleted: int
     images_attached: int
     dangling_references: int
     image_version: int
     text_version: int
+
+    def lineage(self) -> dict[str, str]:
+        """The input versions to record when this output is published."""
+        return {"texts_version": str(self.text_version), "images_version": str(self.image_version)}
 
 
 @dataclass
@@ -150,6 +171,74 @@ _RESULT_SCHEMA = pa.schema(
 _RESULT_DDL = "first_position long, rows long, attached long, dangling long, fragments string"
 
 
+def _key_hashes(
+    uri: str, storage: dict[str, str] | None, version: int, key: str, value: str
+) -> dict[str, str] | None:
+    """``key -> value`` for one version, or None if that version lacks the columns."""
+    ds = lance_io.open_dataset(uri, storage, version)
+    if key not in ds.schema.names or value not in ds.schema.names:
+        return None
+    table = ds.to_table(columns=[key, value])
+    return dict(zip(table.column(key).to_pylist(), table.column(value).to_pylist(), strict=True))
+
+
+def _changed_keys(old: dict[str, str], new: dict[str, str]) -> set[str]:
+    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+
+
+def affected_documents(
+    *,
+    text_uri: str,
+    image_uri: str,
+    text_storage: dict[str, str] | None,
+    image_storage: dict[str, str] | None,
+    old_text_version: int,
+    new_text_version: int,
+    old_image_version: int,
+    new_image_version: int,
+) -> tuple[set[str], set[str]] | None:
+    """Which documents of the join must be redone between two pairs of input versions.
+
+    A document is affected when its own record changed (``record_sha256``) or when an image
+    it references was added, removed or changed (``sha256``).
+
+    Returns:
+        ``(affected, removed)`` docids, or None when the old versions cannot be compared
+        (a schema without the hash columns, or a version already cleaned up).
+    """
+    import pyarrow.compute as pc
+
+    from vlm_lake.errors import DatasetNotFoundError
+
+    try:
+        old_docs = _key_hashes(text_uri, text_storage, old_text_version, "docid", "record_sha256")
+        new_docs = _key_hashes(text_uri, text_storage, new_text_version, "docid", "record_sha256")
+        old_imgs = _key_hashes(image_uri, image_storage, old_image_version, "image_id", "sha256")
+        new_imgs = _key_hashes(image_uri, image_storage, new_image_version, "image_id", "sha256")
+    except (DatasetNotFoundError, OSError, ValueError) as exc:
+        log.warning("cannot compare input versions (%s); rebuilding the join", exc)
+        return None
+    if None in (old_docs, new_docs, old_imgs, new_imgs):
+        return None
+    assert old_docs is not None and new_docs is not None  # for type checkers
+    assert old_imgs is not None and new_imgs is not None
+    removed = set(old_docs) - set(new_docs)
+    affected = _changed_keys(old_docs, new_docs) - removed
+    changed_images = _changed_keys(old_imgs, new_imgs)
+    if changed_images:
+        text_ds = lance_io.open_dataset(text_uri, text_storage, new_text_version)
+        slots = image_id_columns(text_ds.schema)
+        table = text_ds.to_table(columns=["docid", *slots])
+        value_set = pa.array(sorted(changed_images), pa.string())
+        mask = None
+        for slot in slots:
+            hit = pc.fill_null(pc.is_in(table.column(slot), value_set=value_set), False)
+            mask = hit if mask is None else pc.or_(mask, hit)
+        if mask is not None:
+            affected |= set(table.column("docid").filter(mask).to_pylist())
+    return affected, removed
+
+
 def build_multimodal(
     spark: Any,
     *,
@@ -159,19 +248,33 @@ def build_multimodal(
     text_storage: dict[str, str] | None = None,
     image_storage: dict[str, str] | None = None,
     out_storage: dict[str, str] | None = None,
+    text_version: int | str = "published",
+    image_version: int | str = "published",
+    full_rebuild: bool = False,
     broadcast_ids: bool = True,
     batch_rows: int = 64,
 ) -> MultimodalReport:
-    """Left-join documents to images by id and write ``multimodal_lance`` in one commit.
+    """Left-join documents to images by id and write ``multimodal_lance``.
+
+    The inputs are read at their published versions by default. If the output's published
+    version records the input versions it was built from (its lineage) and K is unchanged,
+    only the affected documents are joined again (see :func:`affected_documents`): their
+    old rows are deleted and the new ones appended. Otherwise the whole table is rebuilt in
+    one commit. Either way the result is a candidate until :func:`~vlm_lake.publish.publish`.
 
     Args:
-        spark: SparkSession with the ``lance`` data source registered.
+        spark: SparkSession with the ``lance`` data source registered, or a function that
+            returns one (called only if there is something to join, so a run with no
+            change never starts a JVM).
         text_uri: ``texts.lance`` URI.
         image_uri: ``images.lance`` URI.
         out_uri: ``multimodal.lance`` URI.
         text_storage: Storage options for ``text_uri``.
         image_storage: Storage options for ``image_uri`` (also used by executors).
         out_storage: Storage options for ``out_uri``.
+        text_version: Version or tag of ``text_lance`` to read.
+        image_version: Version or tag of ``image_lance`` to read.
+        full_rebuild: Rebuild the whole table even if an incremental update is possible.
         broadcast_ids: Broadcast the id table (ids only; fine up to tens of millions of
             images). Turn off to let Spark choose a shuffle join on ids.
         batch_rows: Documents per ``take`` and per written batch.
@@ -179,36 +282,168 @@ def build_multimodal(
     Returns:
         A :class:`MultimodalReport`.
     """
-    from pyspark.sql import functions as F
-
-    text_ds = lance_io.open_dataset(text_uri, text_storage)
-    image_ds = lance_io.open_dataset(image_uri, image_storage)
+    text_ds = _open_input(text_uri, text_storage, text_version)
+    image_ds = _open_input(image_uri, image_storage, image_version)
     slots = image_id_columns(text_ds.schema)
     num_slots = len(slots)
+    prev = None if full_rebuild else publish.published(out_uri, out_storage)
+    delta = None
+    if prev is not None and {"texts_version", "images_version"} <= prev.lineage.keys():
+        prev_ds = lance_io.open_dataset(out_uri, out_storage, prev.version)
+        if image_columns(num_slots) == [
+            c
+            for c in prev_ds.schema.names
+            if c.startswith("image") and not c.startswith("image_id")
+        ]:
+            delta = affected_documents(
+                text_uri=text_uri,
+                image_uri=image_uri,
+                text_storage=text_storage,
+                image_storage=image_storage,
+                old_text_version=int(prev.lineage["texts_version"]),
+                new_text_version=text_ds.version,
+                old_image_version=int(prev.lineage["images_version"]),
+                new_image_version=image_ds.version,
+            )
     log.info(
-        "joining %s (version %d, K=%d) to %s (version %d) into %s",
+        "joining %s (version %d, K=%d) to %s (version %d) into %s: %s",
         text_uri,
         text_ds.version,
         num_slots,
         image_uri,
         image_ds.version,
         out_uri,
+        "full rebuild"
+        if delta is None
+        else f"{len(delta[0])} affected and {len(delta[1])} removed documents",
     )
+    if delta is not None:
+        publish.discard_unpublished(out_uri, out_storage)
+        affected, removed = delta
+        if not affected:  # nothing to join: delete what left the source, if anything
+            ds = lance_io.open_dataset(out_uri, out_storage)
+            if removed:
+                ds.delete(f"docid IN ({lance_io.sql_string_list(sorted(removed))})")
+                ds = lance_io.open_dataset(out_uri, out_storage)
+            return MultimodalReport(
+                lance_io.summarize(ds, out_uri),
+                bool(removed),
+                False,
+                num_slots,
+                0,
+                len(removed),
+                0,
+                0,
+                image_ds.version,
+                text_ds.version,
+            )
+    else:
+        affected, removed = None, set()
+    results = _join_and_write(
+        spark() if callable(spark) else spark,
+        text_uri=text_uri,
+        image_uri=image_uri,
+        out_uri=out_uri,
+        text_storage=text_storage,
+        image_storage=image_storage,
+        out_storage=out_storage,
+        text_version=text_ds.version,
+        image_version=image_ds.version,
+        slots=slots,
+        only_docids=affected,
+        broadcast_ids=broadcast_ids,
+        batch_rows=batch_rows,
+    )
+    fragments = [f for r in results for f in json.loads(r["fragments"])]
+    produced = sum(r["rows"] for r in results)
+    expected = text_ds.count_rows() if affected is None else len(affected)
+    if produced != expected:  # checked before the commit: a wrong join is never written
+        raise RuntimeError(
+            f"the join produced {produced} rows for {expected} documents; image_id must be "
+            f"unique in {image_uri!r}"
+        )
+    schema = multimodal_schema(num_slots)
+    if affected is None:
+        ds = lance_io.commit_fragments(out_uri, schema, fragments, out_storage, mode="overwrite")
+    else:
+        stale = sorted(affected | removed)
+        if stale:
+            lance_io.open_dataset(out_uri, out_storage).delete(
+                f"docid IN ({lance_io.sql_string_list(stale)})"
+            )
+        ds = (
+            lance_io.commit_fragments(out_uri, schema, fragments, out_storage, mode="append")
+            if fragments
+            else lance_io.open_dataset(out_uri, out_storage)
+        )
+    report = MultimodalReport(
+        summary=lance_io.summarize(ds, out_uri),
+        committed=True,
+        full_rebuild=affected is None,
+        num_slots=num_slots,
+        rows_written=produced,
+        rows_deleted=len(removed),
+        images_attached=sum(r["attached"] for r in results),
+        dangling_references=sum(r["dangling"] for r in results),
+        image_version=image_ds.version,
+        text_version=text_ds.version,
+    )
+    log.info(
+        "multimodal: %d rows written (%s), %d images attached, %d dangling references, "
+        "version %d with %d rows",
+        report.rows_written,
+        "full rebuild" if report.full_rebuild else "incremental",
+        report.images_attached,
+        report.dangling_references,
+        report.summary.version,
+        report.summary.num_rows,
+    )
+    return report
 
+
+def _open_input(uri: str, storage: dict[str, str] | None, version: int | str) -> Any:
+    if version == publish.PUBLISHED_TAG:
+        return publish.open_published(uri, storage)
+    return lance_io.open_dataset(uri, storage, version)
+
+
+def _join_and_write(
+    spark: Any,
+    *,
+    text_uri: str,
+    image_uri: str,
+    out_uri: str,
+    text_storage: dict[str, str] | None,
+    image_storage: dict[str, str] | None,
+    out_storage: dict[str, str] | None,
+    text_version: int,
+    image_version: int,
+    slots: list[str],
+    only_docids: set[str] | None,
+    broadcast_ids: bool,
+    batch_rows: int,
+) -> list[dict[str, Any]]:
+    """Run the id join on Spark; tasks write fragments. Returns the per-task results."""
+    from pyspark.sql import functions as F
+
+    num_slots = len(slots)
     texts = read_lance(
         spark,
         text_uri,
         storage_options=text_storage,
         columns=["docid", "text", *slots],
-        version=text_ds.version,
+        version=text_version,
         with_position=True,
     ).withColumnRenamed(POSITION_COLUMN, DOC_POSITION)
+    if only_docids is not None:
+        wanted = spark.createDataFrame([(d,) for d in sorted(only_docids)], "docid string")
+        texts = texts.join(F.broadcast(wanted), on="docid", how="left_semi")
     ids = read_lance(
         spark,
         image_uri,
         storage_options=image_storage,
         columns=["image_id"],
-        version=image_ds.version,
+        version=image_version,
         with_position=True,
     )
     if broadcast_ids:
@@ -226,40 +461,14 @@ def build_multimodal(
 
     task = _FetchAndWrite(
         image_uri=image_uri,
-        image_version=image_ds.version,
+        image_version=image_version,
         out_uri=out_uri,
         num_slots=num_slots,
         batch_rows=batch_rows,
         image_storage=dict(image_storage or {}),
         out_storage=dict(out_storage or {}),
     )
-    results = sorted(
+    return sorted(
         (r.asDict() for r in joined.mapInArrow(task, _RESULT_DDL).collect()),
         key=lambda r: r["first_position"],
     )
-    fragments = [f for r in results for f in json.loads(r["fragments"])]
-    produced, expected = sum(r["rows"] for r in results), text_ds.count_rows()
-    if produced != expected:  # checked before the commit: a wrong join is never published
-        raise RuntimeError(
-            f"the join produced {produced} rows for {expected} documents; image_id must be "
-            f"unique in {image_uri!r}"
-        )
-    ds = lance_io.commit_fragments(
-        out_uri, multimodal_schema(num_slots), fragments, out_storage, mode="overwrite"
-    )
-    report = MultimodalReport(
-        summary=lance_io.summarize(ds, out_uri),
-        num_slots=num_slots,
-        images_attached=sum(r["attached"] for r in results),
-        dangling_references=sum(r["dangling"] for r in results),
-        image_version=image_ds.version,
-        text_version=text_ds.version,
-    )
-    log.info(
-        "multimodal: %d documents, %d images attached, %d dangling references, version %d",
-        report.summary.num_rows,
-        report.images_attached,
-        report.dangling_references,
-        report.summary.version,
-    )
-    return report

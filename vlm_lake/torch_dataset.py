@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
-from vlm_lake import lance_io
+from vlm_lake import lance_io, publish
 from vlm_lake.images import decode_rgb
 from vlm_lake.multimodal import image_columns
 from vlm_lake.text_ingest import image_id_columns
@@ -41,7 +42,9 @@ class VLMDataset(Dataset[Sample]):
     Args:
         uri: URI of ``multimodal.lance``.
         storage_options: Lance storage options (credentials, endpoint) for S3 URIs.
-        version: Dataset version to read; None pins the latest when the dataset is built.
+        version: Version or tag to read. The default, ``"published"``, is the last version
+            that passed its blocking checks; None pins the latest (possibly unchecked)
+            version. Whatever is chosen is pinned to a number when the dataset is built.
         image_size: Output height and width (224 as in the seed).
         transform: Optional callable applied to each RGB Pillow image instead of the
             default resize + to-tensor; must return a ``[3, H, W]`` tensor.
@@ -52,7 +55,7 @@ class VLMDataset(Dataset[Sample]):
         uri: str,
         storage_options: dict[str, str] | None = None,
         *,
-        version: int | None = None,
+        version: int | str | None = "published",
         image_size: int = 224,
         transform: Callable[[Any], torch.Tensor] | None = None,
     ) -> None:
@@ -60,7 +63,10 @@ class VLMDataset(Dataset[Sample]):
             raise ValueError(f"image_size={image_size!r} must be a positive number of pixels")
         self.uri = uri
         self.storage_options = dict(storage_options or {})
-        ds = lance_io.open_dataset(uri, self.storage_options, version)
+        if version == publish.PUBLISHED_TAG:
+            ds = publish.open_published(uri, self.storage_options)
+        else:
+            ds = lance_io.open_dataset(uri, self.storage_options, version)
         self.version = ds.version
         self.num_slots = len(image_id_columns(ds.schema))
         self.columns = ["docid", "text", *image_columns(self.num_slots)]
@@ -103,7 +109,7 @@ class VLMDataset(Dataset[Sample]):
             if self.transform is not None:
                 return self.transform(decode_rgb(data))
             return to_tensor(decode_rgb(data, (size, size)))
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:
             raise ValueError(
                 f"docid={docid!r} image{slot} in {self.uri!r} (version {self.version}) "
                 f"cannot be decoded: {exc}"

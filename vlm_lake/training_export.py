@@ -4,15 +4,21 @@ Output: a JSON array of ``{"instruction": text, "input": [hex of each present im
 slot order], "output": ""}``, one record per line. Records are produced batch by batch and
 written through an atomic streaming writer (multipart upload on S3, temp file + rename
 locally), so memory stays bounded and a failure leaves the previous file in place.
+
+The asset writes to a staging name (:func:`staging_uri`), checks that file, and only then
+:func:`promote` s it over ``training_data.json``: a file that fails its checks is never the
+one trainers read.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from vlm_lake import lance_io
+from vlm_lake import lance_io, publish, uris
 from vlm_lake.multimodal import image_columns
 from vlm_lake.object_store import ObjectStore
 from vlm_lake.progress import Progress
@@ -27,6 +33,7 @@ class ExportReport:
 
     uri: str
     records: int
+    records_expected: int
     images: int
     bytes_written: int
     source_version: int
@@ -46,7 +53,7 @@ def export_training_json(
     multimodal_uri: str,
     out_uri: str,
     *,
-    version: int | None = None,
+    version: int | str | None = "published",
     batch_rows: int = 64,
 ) -> ExportReport:
     """Write the training JSON for one version of ``multimodal_lance``.
@@ -55,13 +62,18 @@ def export_training_json(
         store: Object store used for the output and for Lance storage options.
         multimodal_uri: ``multimodal.lance`` URI.
         out_uri: Where ``training_data.json`` goes.
-        version: Version of the multimodal dataset; None for the latest.
+        version: Version or tag of the multimodal dataset (default: the published one);
+            None for the latest.
         batch_rows: Documents per read batch (bounds memory).
 
     Returns:
         An :class:`ExportReport`.
     """
-    ds = lance_io.open_dataset(multimodal_uri, store.storage_options(multimodal_uri), version)
+    storage = store.storage_options(multimodal_uri)
+    if version == publish.PUBLISHED_TAG:
+        ds = publish.open_published(multimodal_uri, storage)
+    else:
+        ds = lance_io.open_dataset(multimodal_uri, storage, version)
     num_slots = len(image_id_columns(ds.schema))
     columns = ["text", *image_columns(num_slots)]
     progress = Progress(log, "records")
@@ -90,7 +102,14 @@ def export_training_json(
         written += 4
     progress.done()
     return ExportReport(
-        out_uri, progress.count, images, written, ds.version, progress.seconds, preview
+        out_uri,
+        progress.count,
+        ds.count_rows(),
+        images,
+        written,
+        ds.version,
+        progress.seconds,
+        preview,
     )
 
 
@@ -98,3 +117,31 @@ def _preview(text: str, images: list[bytes | None]) -> dict[str, object]:
     """A short stand-in for one record: the text and the start of each image's hex."""
     hexes = [f"{img[:8].hex()}… ({len(img)} bytes)" for img in images if img is not None]
     return {"instruction": text, "input": "; ".join(hexes), "output": ""}
+
+
+def staging_uri(out_uri: str) -> str:
+    """Where the candidate training file is written before its checks pass."""
+    return out_uri + ".candidate"
+
+
+def promote(store: ObjectStore, src_uri: str, dst_uri: str) -> None:
+    """Move a checked candidate file over the published name.
+
+    Locally this is an atomic ``os.replace``. On S3 it is a server-side copy (multipart for
+    large objects), after which the candidate is deleted; readers see either the old or the
+    new object, never a partial one.
+    """
+    src_uri, dst_uri = uris.normalize(src_uri), uris.normalize(dst_uri)
+    if uris.is_remote(src_uri) != uris.is_remote(dst_uri):
+        raise ValueError(
+            f"src_uri={src_uri!r} and dst_uri={dst_uri!r} must both be local or both remote"
+        )
+    if not uris.is_remote(src_uri):
+        Path(dst_uri).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src_uri, dst_uri)
+        return
+    src_bucket, src_key = uris.split_bucket_key(src_uri)
+    dst_bucket, dst_key = uris.split_bucket_key(dst_uri)
+    store.client.copy({"Bucket": src_bucket, "Key": src_key}, dst_bucket, dst_key)
+    store.client.delete_object(Bucket=src_bucket, Key=src_key)
+    log.info("published %s", dst_uri)

@@ -17,6 +17,7 @@ from vlm_lake.image_ingest import (
     ImageIngestOptions,
     ingest_images,
     iter_image_batches,
+    plan_image_ingest,
 )
 from vlm_lake.object_store import ObjectStore
 from vlm_lake.progress import Progress
@@ -152,7 +153,9 @@ def test_bad_image_fails_and_keeps_previous_version(
     raw, out = _ingest_good_then(tmp_path, local_store, {"sub/bad.jpg": b"this is no jpeg"})
     bad_uri = str(raw / "sub" / "bad.jpg")
     with pytest.raises(InvalidImageError, match=re.escape(repr(bad_uri))) as info:
-        ingest_images(local_store, str(raw), out, ImageIngestOptions(workers=2))
+        ingest_images(
+            local_store, str(raw), out, ImageIngestOptions(workers=2, on_bad_input="fail")
+        )
     assert "not a decodable image" in str(info.value)
     assert info.value.source_uri == bad_uri
     _assert_still_version_1(out)
@@ -167,7 +170,7 @@ def test_bad_image_on_s3_names_object_and_keeps_previous(
     jpeg = sample_image_bytes("image1.jpg")
     put(s3_store.client, bucket, "img/bad.jpg", jpeg[: len(jpeg) // 2])
     with pytest.raises(InvalidImageError, match="truncated") as info:
-        ingest_images(s3_store, f"s3://{bucket}/img", out)
+        ingest_images(s3_store, f"s3://{bucket}/img", out, ImageIngestOptions(on_bad_input="fail"))
     assert info.value.source_uri == f"s3://{bucket}/img/bad.jpg"
     assert f"'s3://{bucket}/img/bad.jpg'" in str(info.value)
     ds = lance.dataset(out, storage_options=s3_store.storage_options(out))
@@ -179,8 +182,9 @@ def test_duplicate_stems_fail(tmp_path: Path, local_store: ObjectStore) -> None:
     raw, out = _ingest_good_then(
         tmp_path, local_store, {"x/dup.jpg": photo_variant(3), "y/dup.png": photo_variant(4)}
     )
-    with pytest.raises(DuplicateKeyError, match="image_id 'dup' comes from two") as e:
-        ingest_images(local_store, str(raw), out)
+    pattern = "image_id 'dup' of .* is also the file stem of"
+    with pytest.raises(DuplicateKeyError, match=pattern) as e:
+        ingest_images(local_store, str(raw), out, ImageIngestOptions(on_bad_input="fail"))
     assert str(raw / "x" / "dup.jpg") in str(e.value)
     assert str(raw / "y" / "dup.png") in str(e.value)
     _assert_still_version_1(out)
@@ -190,7 +194,7 @@ def test_empty_prefix_fails_and_writes_nothing(s3_store: ObjectStore, bucket: st
     put(s3_store.client, bucket, "raw/notes.txt", b"no images here")
     out = f"s3://{bucket}/lake/images.lance"
     for src in (f"s3://{bucket}/empty/", f"s3://{bucket}/raw"):
-        with pytest.raises(SourceNotFoundError, match="no image objects under"):
+        with pytest.raises(SourceNotFoundError, match="no objects under|none of the 1 objects"):
             ingest_images(s3_store, src, out)
     assert list(s3_store.list(f"s3://{bucket}/lake")) == []
 
@@ -205,20 +209,20 @@ def test_empty_local_folder_fails(tmp_path: Path, local_store: ObjectStore) -> N
     assert not (tmp_path / "i.lance").exists()
 
 
-def test_iter_image_batches_raises_documented_errors(
-    tmp_path: Path, local_store: ObjectStore
-) -> None:
-    opts = ImageIngestOptions(workers=2)
-    progress = Progress(logging.getLogger("test"), "images")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SourceNotFoundError, match="no image objects"):
-        list(iter_image_batches(local_store, str(tmp_path / "empty"), opts, progress))
+def test_strict_plan_raises_documented_errors(tmp_path: Path, local_store: ObjectStore) -> None:
     _write_local(tmp_path / "dup", {"a/x.jpg": photo_variant(1), "b/x.jpg": photo_variant(2)})
     with pytest.raises(DuplicateKeyError, match="'x'"):
-        list(iter_image_batches(local_store, str(tmp_path / "dup"), opts, progress))
+        plan_image_ingest(local_store, str(tmp_path / "dup"), {}, [], strict=True)
+    _write_local(tmp_path / "txt", {"ok.jpg": photo_variant(1), "notes.txt": b"hello"})
+    with pytest.raises(InvalidImageError, match="image extension") as info:
+        plan_image_ingest(local_store, str(tmp_path / "txt"), {}, [], strict=True)
+    assert info.value.source_uri == str(tmp_path / "txt" / "notes.txt")
     _write_local(tmp_path / "bad", {"ok.jpg": photo_variant(1), "bad.jpg": b""})
+    opts = ImageIngestOptions(workers=2, on_bad_input="fail")
+    progress = Progress(logging.getLogger("test"), "images")
+    to_fetch = list(local_store.list(str(tmp_path / "bad")))
     with pytest.raises(InvalidImageError) as info:
-        list(iter_image_batches(local_store, str(tmp_path / "bad"), opts, progress))
+        list(iter_image_batches(local_store, to_fetch, opts, progress, [], []))
     assert info.value.source_uri == str(tmp_path / "bad" / "bad.jpg")
 
 
@@ -229,7 +233,8 @@ def test_small_batches_and_files(tmp_path: Path, local_store: ObjectStore) -> No
     opts = ImageIngestOptions(workers=2, batch_rows=2, max_rows_per_file=2)
 
     progress = Progress(logging.getLogger("test"), "images")
-    batches = list(iter_image_batches(local_store, str(raw), opts, progress))
+    to_fetch = list(local_store.list(str(raw)))
+    batches = list(iter_image_batches(local_store, to_fetch, opts, progress, [], []))
     assert [b.num_rows for b in batches] == [2, 2, 1]
     assert all(b.num_rows <= 2 and b.schema == IMAGE_SCHEMA for b in batches)
     assert progress.count == 5
@@ -252,7 +257,8 @@ def test_batch_bytes_bounds_batches(tmp_path: Path, local_store: ObjectStore) ->
     _write_local(raw, {f"p{i}.jpg": d for i, d in enumerate(originals)})
     opts = ImageIngestOptions(workers=2, batch_rows=100, batch_bytes=1)
     progress = Progress(logging.getLogger("test"), "images")
-    batches = list(iter_image_batches(local_store, str(raw), opts, progress))
+    to_fetch = list(local_store.list(str(raw)))
+    batches = list(iter_image_batches(local_store, to_fetch, opts, progress, [], []))
     assert [b.num_rows for b in batches] == [1, 1, 1, 1]
     assert [b.column("image_data")[0].as_py() for b in batches] == originals
 
@@ -270,15 +276,22 @@ def test_reingest_overwrites_with_new_version(tmp_path: Path, local_store: Objec
     assert lance.dataset(out, version=1).count_rows() == 1
 
 
-def test_non_image_objects_are_counted_in_a_warning(tmp_path: Path, caplog) -> None:
+def test_non_image_objects_are_quarantined_with_a_reason(tmp_path: Path, caplog) -> None:
     folder = tmp_path / "raw"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(photo_variant(1))
     for i in range(7):
         (folder / f"notes{i}.txt").write_text("not an image")
-    with caplog.at_level(logging.WARNING, logger="vlm_lake.image_ingest"):
-        report = ingest_images(ObjectStore(), str(folder), str(tmp_path / "images.lance"))
+    rejects = str(tmp_path / "rejected_images.lance")
+    with caplog.at_level(logging.WARNING, logger="vlm_lake.quarantine"):
+        report = ingest_images(
+            ObjectStore(), str(folder), str(tmp_path / "images.lance"), rejects_uri=rejects
+        )
     assert report.summary.num_rows == 1
-    (warning,) = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-    assert warning.startswith("skipped 7 object(s)")
-    assert warning.count("notes") == 5  # a bounded list of examples
+    assert [(r.image_id, r.stage) for r in report.rejected] == [
+        (f"notes{i}", "listing") for i in range(7)
+    ]
+    assert all("does not end in an image extension" in r.reason for r in report.rejected)
+    table = lance.dataset(rejects).to_table().to_pylist()
+    assert [r["source_uri"] for r in table] == [str(folder / f"notes{i}.txt") for i in range(7)]
+    assert any("7 input(s) quarantined" in r.getMessage() for r in caplog.records)

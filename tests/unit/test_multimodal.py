@@ -29,15 +29,22 @@ def _lake(tmp_path, n_images: int, docs: list[dict[str, Any]], store: ObjectStor
     texts = tmp_path / "raw" / "docs.jsonl"
     texts.write_text("\n".join(json.dumps(d) for d in docs))
     lake = tmp_path / "lake"
+    from vlm_lake import publish
     from vlm_lake.image_ingest import ImageIngestOptions
+    from vlm_lake.text_ingest import TextIngestOptions
 
-    ingest_images(
+    images = ingest_images(
         store,
         str(img_dir),
         str(lake / "images.lance"),
         ImageIngestOptions(batch_rows=4, max_rows_per_file=4),
     )
-    ingest_texts(store, str(texts), str(lake / "texts.lance"), batch_rows=3)
+    texts_report = ingest_texts(
+        store, str(texts), str(lake / "texts.lance"), TextIngestOptions(batch_rows=3)
+    )
+    # Published, as the ingest assets do when their checks pass; the join reads that tag.
+    publish.publish(str(lake / "images.lance"), images.summary.version)
+    publish.publish(str(lake / "texts.lance"), texts_report.summary.version)
     return lake, originals
 
 
@@ -114,6 +121,7 @@ def test_duplicate_image_ids_never_publish(spark: Any, tmp_path, local_store) ->
             text_uri=str(lake / "texts.lance"),
             image_uri=str(lake / "images.lance"),
             out_uri=str(lake / "multimodal.lance"),
+            image_version=2,  # the unpublished version with the duplicate
         )
     with pytest.raises(DatasetNotFoundError):  # nothing was committed
         open_dataset(str(lake / "multimodal.lance"))

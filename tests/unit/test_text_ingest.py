@@ -11,9 +11,16 @@ import lance
 import pytest
 from helpers import SEED_TESTDATA, put, upload_seed_example, write_json
 
+from vlm_lake import publish
 from vlm_lake.errors import DuplicateKeyError, InvalidDocumentError, SourceNotFoundError
 from vlm_lake.object_store import ObjectStore
-from vlm_lake.text_ingest import image_id_columns, ingest_texts, text_schema
+from vlm_lake.text_ingest import (
+    PROVENANCE_COLUMNS,
+    TextIngestOptions,
+    image_id_columns,
+    ingest_texts,
+    text_schema,
+)
 
 SEED_ROWS = [
     {
@@ -40,9 +47,14 @@ SEED_ROWS = [
 ]
 
 
+STRICT = TextIngestOptions(on_bad_input="fail")
+
+
 def _rows(uri: str, store: ObjectStore | None = None) -> list[dict[str, Any]]:
+    """The rows without the provenance columns (source_uri, record_sha256)."""
     opts = store.storage_options(uri) if store is not None else None
-    return lance.dataset(uri, storage_options=opts or None).to_table().to_pylist()
+    rows = lance.dataset(uri, storage_options=opts or None).to_table().to_pylist()
+    return [{k: v for k, v in r.items() if k not in PROVENANCE_COLUMNS} for r in rows]
 
 
 def _jsonl(path: Path, records: list[Any], *, ensure_ascii: bool = True) -> Path:
@@ -63,7 +75,7 @@ def test_seed_json_array(tmp_path: Path, local_store: ObjectStore) -> None:
     ds = lance.dataset(out)
     assert ds.schema == text_schema(3)
     assert image_id_columns(ds.schema) == ["image_id1", "image_id2", "image_id3"]
-    assert ds.to_table().to_pylist() == SEED_ROWS
+    assert _rows(out) == SEED_ROWS
 
 
 def test_text_schema_and_image_id_columns() -> None:
@@ -127,7 +139,9 @@ def test_prefix_with_several_files(tmp_path: Path, local_store: ObjectStore) -> 
         [{"docid": "c1", "text": "C1"}, {"docid": "c2", "text": "C2", "image_id1": "i1"}],
     )
     (src / "readme.txt").write_text("not a text source")
-    report = ingest_texts(local_store, str(src), str(tmp_path / "t.lance"), batch_rows=1)
+    report = ingest_texts(
+        local_store, str(src), str(tmp_path / "t.lance"), TextIngestOptions(batch_rows=1)
+    )
     assert (report.files, report.documents, report.num_slots) == (3, 4, 4)
     ds = lance.dataset(str(tmp_path / "t.lance"))
     assert ds.schema == text_schema(4)
@@ -140,7 +154,10 @@ def test_prefix_with_several_files(tmp_path: Path, local_store: ObjectStore) -> 
         "image_id2": "i2",
         "image_id3": None,
         "image_id4": None,
+        "source_uri": str(src / "a.json"),
+        "record_sha256": rows["a1"]["record_sha256"],
     }
+    assert len(rows["a1"]["record_sha256"]) == 64
     assert rows["b1"]["image_id4"] == "i4"
     assert rows["c2"]["image_id1"] == "i1"
     assert all(v is None for k, v in rows["c1"].items() if k.startswith("image_id"))
@@ -193,7 +210,7 @@ def test_invalid_json_array_names_file_and_line(tmp_path: Path, local_store: Obj
     src = tmp_path / "broken.json"
     src.write_text('[\n  {"docid": "a", "text": "ok"},\n  {"docid": "b", "text": }\n]\n')
     with pytest.raises(InvalidDocumentError, match="invalid JSON") as info:
-        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"), STRICT)
     assert f"{str(src)!r} line 3" in str(info.value)
     assert info.value.line == 3
     assert info.value.source_uri == str(src)
@@ -203,7 +220,7 @@ def test_invalid_json_lines_names_file_and_line(tmp_path: Path, local_store: Obj
     src = tmp_path / "broken.jsonl"
     src.write_text('{"docid": "a", "text": "ok"}\n\n{"docid": "b", "text": "unterminated}\n')
     with pytest.raises(InvalidDocumentError, match="invalid JSON Lines record") as info:
-        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"), STRICT)
     assert f"{str(src)!r} line 3" in str(info.value)
     assert info.value.line == 3
 
@@ -214,7 +231,7 @@ def test_not_utf8_names_file(tmp_path: Path, local_store: ObjectStore) -> None:
         json.dumps([{"docid": "d", "text": "café"}]).replace("\\u00e9", "é").encode("latin-1")
     )
     with pytest.raises(InvalidDocumentError, match="not UTF-8") as info:
-        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"), STRICT)
     assert str(src) in str(info.value)
 
 
@@ -242,7 +259,7 @@ def test_invalid_records_name_the_file(
     else:
         _jsonl(src, [good, record])
     with pytest.raises(InvalidDocumentError, match=pattern) as info:
-        ingest_texts(local_store, str(tmp_path), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(tmp_path), str(tmp_path / "t.lance"), STRICT)
     assert repr(str(src)) in str(info.value)
     assert "record #1" in str(info.value)
     if suffix == ".jsonl":
@@ -253,7 +270,7 @@ def test_invalid_records_name_the_file(
 def test_record_that_is_not_an_object(tmp_path: Path, local_store: ObjectStore) -> None:
     src = write_json(tmp_path / "d.json", [{"docid": "a", "text": "t"}, "just a string"])
     with pytest.raises(InvalidDocumentError, match="record #1 is a str, expected a JSON object"):
-        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"), STRICT)
 
 
 def test_duplicate_docid_across_files(tmp_path: Path, local_store: ObjectStore) -> None:
@@ -263,7 +280,7 @@ def test_duplicate_docid_across_files(tmp_path: Path, local_store: ObjectStore) 
         [{"docid": "other", "text": "x"}, {"docid": "same", "text": "two"}],
     )
     with pytest.raises(DuplicateKeyError, match="docid 'same' appears twice") as info:
-        ingest_texts(local_store, str(tmp_path / "src"), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(tmp_path / "src"), str(tmp_path / "t.lance"), STRICT)
     assert str(tmp_path / "src" / "a.json") in str(info.value)
     assert str(tmp_path / "src" / "b.jsonl") in str(info.value)
 
@@ -273,16 +290,16 @@ def test_duplicate_docid_within_one_file(tmp_path: Path, local_store: ObjectStor
         tmp_path / "a.json", [{"docid": "d", "text": "1"}, {"docid": "d", "text": "2"}]
     )
     with pytest.raises(DuplicateKeyError, match="'d'"):
-        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(src), str(tmp_path / "t.lance"), STRICT)
 
 
 def test_no_text_files(tmp_path: Path, local_store: ObjectStore) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("{}")
     with pytest.raises(SourceNotFoundError, match="no text files at texts_uri="):
-        ingest_texts(local_store, str(tmp_path / "src"), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(tmp_path / "src"), str(tmp_path / "t.lance"), STRICT)
     with pytest.raises(SourceNotFoundError):
-        ingest_texts(local_store, str(tmp_path / "missing"), str(tmp_path / "t.lance"))
+        ingest_texts(local_store, str(tmp_path / "missing"), str(tmp_path / "t.lance"), STRICT)
 
 
 @pytest.mark.parametrize(
@@ -303,27 +320,26 @@ def test_failed_ingest_keeps_previous_version(
     assert ingest_texts(local_store, str(src), out).summary.version == 1
     (src / "b_bad.json").write_text(bad_content)
     with pytest.raises((InvalidDocumentError, DuplicateKeyError)):
-        ingest_texts(local_store, str(src), out)
+        ingest_texts(local_store, str(src), out, STRICT)
     ds = lance.dataset(out)
     assert ds.version == ds.latest_version == 1
-    assert ds.to_table().to_pylist() == SEED_ROWS
+    assert _rows(out) == SEED_ROWS
 
 
-def test_reingest_makes_new_version(tmp_path: Path, local_store: ObjectStore) -> None:
+def test_more_slots_rewrite_the_table_and_keep_earlier_documents(
+    tmp_path: Path, local_store: ObjectStore
+) -> None:
     out = str(tmp_path / "texts.lance")
-    ingest_texts(local_store, str(SEED_TESTDATA), out)
+    first = ingest_texts(local_store, str(SEED_TESTDATA), out)
+    publish.publish(out, first.summary.version)
     src = _jsonl(tmp_path / "new.jsonl", [{"docid": "n", "text": "new", "image_id5": "i"}])
     report = ingest_texts(local_store, str(src), out)
-    assert (report.summary.version, report.num_slots) == (2, 5)
-    assert _rows(out) == [
-        {
-            "docid": "n",
-            "text": "new",
-            **{f"image_id{k}": None for k in range(1, 5)},
-            "image_id5": "i",
-        }
-    ]
-    assert lance.dataset(out, version=1).to_table().to_pylist() == SEED_ROWS
+    assert (report.summary.version, report.num_slots, report.full_rebuild) == (2, 5, True)
+    assert report.missing_from_source == 3
+    widened = [{**r, "image_id4": None, "image_id5": None} for r in SEED_ROWS]
+    new = {"docid": "n", "text": "new", **{f"image_id{k}": None for k in range(1, 5)}}
+    assert _rows(out) == [{**new, "image_id5": "i"}, *widened]
+    assert lance.dataset(out, version=1).count_rows() == 3
 
 
 # -- S3 ----------------------------------------------------------------------------------
@@ -355,7 +371,7 @@ def test_s3_prefix_several_files_and_errors(s3_store: ObjectStore, bucket: str) 
 
     put(s3_store.client, bucket, "t/sub/c.jsonl", b'{"docid": "c", "text": "C"}\n{"docid": 1}\n')
     with pytest.raises(InvalidDocumentError) as info:
-        ingest_texts(s3_store, f"s3://{bucket}/t", out)
+        ingest_texts(s3_store, f"s3://{bucket}/t", out, STRICT)
     assert re.search(rf"'s3://{bucket}/t/sub/c.jsonl' line 2", str(info.value))
     ds = lance.dataset(out, storage_options=s3_store.storage_options(out))
     assert ds.latest_version == 1

@@ -7,12 +7,11 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import lance
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from helpers import photo_variant, sample_image_bytes
+from helpers import photo_variant, sample_image_bytes, write_published
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -66,7 +65,7 @@ def _expected_tensor(data: bytes, size: int = 224) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def mm_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     uri = str(tmp_path_factory.mktemp("torch") / "multimodal.lance")
-    lance.write_dataset(_table(DOCS), uri, schema=multimodal_schema(3))
+    write_published(_table(DOCS), uri, schema=multimodal_schema(3))
     return uri
 
 
@@ -185,9 +184,9 @@ def test_pickle_round_trip(mm_uri: str) -> None:
 
 def test_version_is_pinned(tmp_path: Path) -> None:
     uri = str(tmp_path / "mm.lance")
-    lance.write_dataset(_table(DOCS), uri, schema=multimodal_schema(3))
+    write_published(_table(DOCS), uri, schema=multimodal_schema(3))
     ds = VLMDataset(uri)
-    lance.write_dataset(_table(DOCS[:1]), uri, schema=multimodal_schema(3), mode="overwrite")
+    write_published(_table(DOCS[:1]), uri, schema=multimodal_schema(3), mode="overwrite")
     assert len(ds) == 3 and ds[2][0] == DOCS[2][1]
     assert len(VLMDataset(uri)) == 1
     assert len(VLMDataset(uri, version=1)) == 3
@@ -213,7 +212,7 @@ def test_image_size_and_transform(mm_uri: str) -> None:
 def test_undecodable_image_names_doc_and_slot(tmp_path: Path) -> None:
     uri = str(tmp_path / "mm.lance")
     docs = [("good", "ok", [photo_variant(1), None, None]), ("bad", "x", [None, b"junk", None])]
-    lance.write_dataset(_table(docs), uri, schema=multimodal_schema(3))
+    write_published(_table(docs), uri, schema=multimodal_schema(3))
     ds = VLMDataset(uri)
     assert ds[0][1].shape == (3, 3, 224, 224)
     with pytest.raises(ValueError, match=r"docid='bad' image2 .* cannot be decoded"):
@@ -222,9 +221,18 @@ def test_undecodable_image_names_doc_and_slot(tmp_path: Path) -> None:
 
 def test_non_multimodal_dataset_raises(tmp_path: Path) -> None:
     texts = str(tmp_path / "texts.lance")
-    lance.write_dataset(
+    write_published(
         pa.Table.from_pylist(
-            [{"docid": "a", "text": "t", "image_id1": "i", "image_id2": None}],
+            [
+                {
+                    "docid": "a",
+                    "text": "t",
+                    "image_id1": "i",
+                    "image_id2": None,
+                    "source_uri": "a.json",
+                    "record_sha256": "0" * 64,
+                }
+            ],
             schema=text_schema(2),
         ),
         texts,
@@ -235,7 +243,7 @@ def test_non_multimodal_dataset_raises(tmp_path: Path) -> None:
     assert repr(texts) in str(info.value)
 
     images = str(tmp_path / "images.lance")
-    lance.write_dataset(pa.Table.from_pylist([], schema=IMAGE_SCHEMA), images)
+    write_published(pa.Table.from_pylist([], schema=IMAGE_SCHEMA), images)
     with pytest.raises(ValueError, match=r"columns \['docid', 'text'\] are missing"):
         VLMDataset(images)
 
@@ -250,7 +258,7 @@ def test_missing_dataset_raises(tmp_path: Path) -> None:
 def test_dataset_on_s3(s3_store: ObjectStore, bucket: str) -> None:
     uri = f"s3://{bucket}/lake/multimodal.lance"
     opts = s3_store.storage_options(uri)
-    lance.write_dataset(_table(DOCS), uri, schema=multimodal_schema(3), storage_options=opts)
+    write_published(_table(DOCS), uri, schema=multimodal_schema(3), storage_options=opts)
     ds = VLMDataset(uri, opts)
     assert len(ds) == 3
     text, tensor = ds[1]
@@ -262,6 +270,6 @@ def test_dataset_on_s3(s3_store: ObjectStore, bucket: str) -> None:
 
 def test_dataset_without_image_slots_is_rejected(tmp_path: Path) -> None:
     uri = str(tmp_path / "no_slots.lance")
-    lance.write_dataset(pa.table({"docid": ["a"], "text": ["t"]}), uri)
+    write_published(pa.table({"docid": ["a"], "text": ["t"]}), uri)
     with pytest.raises(ValueError, match="no image_idN / imageN columns"):
         VLMDataset(uri)

@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lance
 import pyarrow as pa
 import pytest
-from helpers import sample_image_bytes
+from helpers import sample_image_bytes, write_published
 
 from vlm_lake.errors import DatasetNotFoundError
 from vlm_lake.multimodal import multimodal_schema
@@ -61,7 +60,7 @@ def _expected(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.fixture()
 def mm_local(tmp_path: Path) -> str:
     uri = str(tmp_path / "lake" / "multimodal.lance")
-    lance.write_dataset(_table(DOCS), uri, schema=multimodal_schema(3), max_rows_per_file=2)
+    write_published(_table(DOCS), uri, schema=multimodal_schema(3), max_rows_per_file=2)
     return uri
 
 
@@ -91,7 +90,7 @@ def test_export_local(tmp_path: Path, local_store: ObjectStore, mm_local: str) -
 
 
 def test_export_chosen_version(tmp_path: Path, local_store: ObjectStore, mm_local: str) -> None:
-    lance.write_dataset(_table(DOCS[:1]), mm_local, schema=multimodal_schema(3), mode="overwrite")
+    write_published(_table(DOCS[:1]), mm_local, schema=multimodal_schema(3), mode="overwrite")
     out = str(tmp_path / "t.json")
     latest = export_training_json(local_store, mm_local, out)
     assert latest.source_version == 2
@@ -103,7 +102,7 @@ def test_export_chosen_version(tmp_path: Path, local_store: ObjectStore, mm_loca
 
 def test_export_empty_dataset(tmp_path: Path, local_store: ObjectStore) -> None:
     uri = str(tmp_path / "mm.lance")
-    lance.write_dataset(_table([]), uri, schema=multimodal_schema(3))
+    write_published(_table([]), uri, schema=multimodal_schema(3))
     out = tmp_path / "t.json"
     report = export_training_json(local_store, uri, str(out))
     assert json.loads(out.read_text()) == []
@@ -125,7 +124,7 @@ def test_second_export_replaces_file(
     export_training_json(local_store, mm_local, str(out))
     first = out.read_bytes()
     assert json.loads(first) == _expected(DOCS)
-    lance.write_dataset(_table(DOCS[2:4]), mm_local, schema=multimodal_schema(3), mode="overwrite")
+    write_published(_table(DOCS[2:4]), mm_local, schema=multimodal_schema(3), mode="overwrite")
     export_training_json(local_store, mm_local, str(out))
     assert json.loads(out.read_bytes()) == _expected(DOCS[2:4])
     assert sorted(os.listdir(tmp_path)) == ["lake", "training_data.json"]
@@ -155,7 +154,7 @@ def test_failed_export_keeps_previous_file(tmp_path: Path, local_store: ObjectSt
         .append_column("image2", pa.array([None, "not bytes"], pa.string()))
     )
     uri = str(tmp_path / "bad.lance")
-    lance.write_dataset(bad, uri)
+    write_published(bad, uri)
     out = tmp_path / "out" / "training_data.json"
     out.parent.mkdir()
     out.write_bytes(b'[{"previous": true}]')
@@ -167,7 +166,7 @@ def test_failed_export_keeps_previous_file(tmp_path: Path, local_store: ObjectSt
 
 def test_export_to_s3(s3_store: ObjectStore, bucket: str) -> None:
     mm = f"s3://{bucket}/lake/multimodal.lance"
-    lance.write_dataset(
+    write_published(
         _table(DOCS), mm, schema=multimodal_schema(3), storage_options=s3_store.storage_options(mm)
     )
     out = f"oss://{bucket}/lake/training_data.json"
@@ -178,7 +177,7 @@ def test_export_to_s3(s3_store: ObjectStore, bucket: str) -> None:
     assert report.images == 7
 
     # Second export over the existing object replaces it.
-    lance.write_dataset(
+    write_published(
         _table(DOCS[:2]),
         mm,
         schema=multimodal_schema(3),
@@ -199,7 +198,7 @@ def test_large_export_to_s3_uses_multipart(
         for i in range(70)
     ]
     uri = str(tmp_path / "mm.lance")
-    lance.write_dataset(_table(big), uri, schema=multimodal_schema(3))
+    write_published(_table(big), uri, schema=multimodal_schema(3))
     out = f"s3://{bucket}/training_data.json"
     report = export_training_json(s3_store, uri, out, batch_rows=16)
     assert report.bytes_written > PART_SIZE

@@ -1,0 +1,382 @@
+"""Data checks with evidence: each returns what it observed, what it expected, and examples.
+
+They read one pinned version (the candidate a run just wrote) and never modify anything.
+``blocking`` marks checks that guard the training output: if one fails, the candidate is
+not published. Non-blocking checks are warnings (duplicate photos, dangling references).
+The Dagster assets turn each :class:`CheckOutcome` into an ``AssetCheckResult``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vlm_lake import lance_io
+from vlm_lake.errors import InvalidImageError
+from vlm_lake.images import probe_image
+from vlm_lake.object_store import ObjectStore
+from vlm_lake.text_ingest import image_id_columns, text_schema
+
+log = logging.getLogger(__name__)
+
+#: How many offending values a check lists in its metadata.
+MAX_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The result of one check, with the evidence.
+
+    Attributes:
+        name: Check name (stable: it is the Dagster check name).
+        passed: Whether the data met the expectation.
+        blocking: Whether a failure must stop publication (else it is a warning).
+        observed: The measured value (a count, a schema...).
+        expected: The expectation, in words.
+        details: Examples of offending values and other evidence.
+    """
+
+    name: str
+    passed: bool
+    blocking: bool
+    observed: Any
+    expected: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def blocking_failures(outcomes: Iterable[CheckOutcome]) -> list[CheckOutcome]:
+    """The failed blocking checks (empty means the candidate may be published)."""
+    return [o for o in outcomes if o.blocking and not o.passed]
+
+
+def _duplicates(values: Sequence[Any]) -> dict[Any, int]:
+    return {v: n for v, n in Counter(values).items() if n > 1}
+
+
+def _unique_key(name: str, ds: Any, key: str) -> CheckOutcome:
+    values = ds.to_table(columns=[key]).column(key).to_pylist()
+    dups = _duplicates(values)
+    return CheckOutcome(
+        name=name,
+        passed=not dups,
+        blocking=True,
+        observed=len(dups),
+        expected=f"0 duplicate {key} values among {len(values)} rows",
+        details={"duplicates": [{key: k, "rows": n} for k, n in list(dups.items())[:MAX_EXAMPLES]]},
+    )
+
+
+# -- image_lance ---------------------------------------------------------------------------
+
+
+def check_images(
+    ds: Any, written_ids: Sequence[str] | None = None, batch_rows: int = 64
+) -> list[CheckOutcome]:
+    """Checks of one ``image_lance`` version.
+
+    Args:
+        ds: The dataset, opened at the candidate version.
+        written_ids: Rows written by the run that produced it; only those are decoded again
+            (the others were decoded when they were written and have not changed). None
+            decodes every row.
+        batch_rows: Rows per read while decoding.
+
+    Returns:
+        ``image_id_unique`` and ``images_decode`` (blocking), ``duplicate_images`` (warning).
+    """
+    outcomes = [_unique_key("image_id_unique", ds, "image_id")]
+
+    scanned = 0
+    failures: list[dict[str, str]] = []
+    for batch in _image_batches(ds, written_ids, batch_rows):
+        ids = batch.column("image_id").to_pylist()
+        for image_id, data, uri in zip(
+            ids,
+            batch.column("image_data").to_pylist(),
+            batch.column("source_uri").to_pylist(),
+            strict=True,
+        ):
+            scanned += 1
+            try:
+                probe_image(data, uri)
+            except InvalidImageError as exc:
+                failures.append({"image_id": image_id, "problem": exc.problem})
+    scope = "every row" if written_ids is None else f"the {len(written_ids)} rows this run wrote"
+    outcomes.append(
+        CheckOutcome(
+            name="images_decode",
+            passed=not failures,
+            blocking=True,
+            observed=len(failures),
+            expected=f"0 undecodable images ({scope}; {scanned} decoded)",
+            details={"decoded": scanned, "failures": failures[:MAX_EXAMPLES]},
+        )
+    )
+
+    table = ds.to_table(columns=["image_id", "sha256"])
+    groups: dict[str, list[str]] = {}
+    for image_id, digest in zip(
+        table.column("image_id").to_pylist(), table.column("sha256").to_pylist(), strict=True
+    ):
+        groups.setdefault(digest, []).append(image_id)
+    same = [{"sha256": d[:16], "image_ids": ids} for d, ids in groups.items() if len(ids) > 1]
+    outcomes.append(
+        CheckOutcome(
+            name="duplicate_images",
+            passed=not same,
+            blocking=False,
+            observed=len(same),
+            expected="no two image_ids with byte-identical content (same sha256)",
+            details={"groups": same[:MAX_EXAMPLES]},
+        )
+    )
+    return outcomes
+
+
+def _image_batches(
+    ds: Any, written_ids: Sequence[str] | None, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    columns = ["image_id", "image_data", "source_uri"]
+    if written_ids is None:
+        yield from ds.to_batches(columns=columns, batch_size=batch_rows)
+        return
+    for start in range(0, len(written_ids), batch_rows):
+        chunk = written_ids[start : start + batch_rows]
+        yield from ds.to_batches(
+            columns=columns,
+            filter=f"image_id IN ({lance_io.sql_string_list(chunk)})",
+            batch_size=batch_rows,
+        )
+
+
+# -- text_lance ----------------------------------------------------------------------------
+
+
+def check_texts(ds: Any) -> list[CheckOutcome]:
+    """Checks of one ``text_lance`` version: ``docid_unique``, ``text_not_empty``, ``schema``.
+
+    All three are blocking.
+    """
+    outcomes = [_unique_key("docid_unique", ds, "docid")]
+    table = ds.to_table(columns=["docid", "text"])
+    empty_mask = pc.equal(pc.utf8_trim_whitespace(pc.fill_null(table.column("text"), "")), "")
+    empty = table.column("docid").filter(empty_mask).to_pylist()
+    outcomes.append(
+        CheckOutcome(
+            name="text_not_empty",
+            passed=not empty,
+            blocking=True,
+            observed=len(empty),
+            expected=f"0 documents with an empty or whitespace-only text among {len(table)}",
+            details={"docids": empty[:MAX_EXAMPLES]},
+        )
+    )
+    num_slots = len(image_id_columns(ds.schema))
+    contract = text_schema(num_slots)
+    observed = [f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in ds.schema]
+    wanted = [f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in contract]
+    outcomes.append(
+        CheckOutcome(
+            name="schema_as_contracted",
+            passed=ds.schema.equals(contract) and num_slots >= 1,
+            blocking=True,
+            observed=", ".join(observed),
+            expected=", ".join(wanted),
+            details={"image_slots": num_slots},
+        )
+    )
+    return outcomes
+
+
+# -- multimodal_lance ----------------------------------------------------------------------
+
+
+def check_multimodal(ds: Any, texts: Any, images: Any) -> list[CheckOutcome]:
+    """Checks of one ``multimodal_lance`` version against the inputs it was built from.
+
+    Args:
+        ds: The candidate multimodal version.
+        texts: The ``text_lance`` version it was built from.
+        images: The ``image_lance`` version it was built from.
+
+    Returns:
+        ``one_row_per_document`` (blocking) and ``dangling_references`` (warning).
+    """
+    docids = ds.to_table(columns=["docid"]).column("docid").to_pylist()
+    source = set(texts.to_table(columns=["docid"]).column("docid").to_pylist())
+    dups = _duplicates(docids)
+    got = set(docids)
+    missing, extra = sorted(source - got), sorted(got - source)
+    outcomes = [
+        CheckOutcome(
+            name="one_row_per_document",
+            passed=not dups and not missing and not extra,
+            blocking=True,
+            observed=f"{len(docids)} rows for {len(got)} docids",
+            expected=f"exactly one row for each of the {len(source)} documents in text_lance",
+            details={
+                "duplicated": list(dups)[:MAX_EXAMPLES],
+                "missing": missing[:MAX_EXAMPLES],
+                "unexpected": extra[:MAX_EXAMPLES],
+            },
+        )
+    ]
+    known = pa.array(images.to_table(columns=["image_id"]).column("image_id").to_pylist())
+    slots = image_id_columns(ds.schema)
+    table = ds.to_table(columns=["docid", *slots])
+    dangling: list[dict[str, str]] = []
+    count = 0
+    for slot in slots:
+        col = table.column(slot)
+        mask = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(col, value_set=known)))
+        count += pc.sum(mask).as_py() or 0
+        if len(dangling) < MAX_EXAMPLES:
+            for docid, image_id in zip(
+                table.column("docid").filter(mask).to_pylist(),
+                col.filter(mask).to_pylist(),
+                strict=True,
+            ):
+                dangling.append({"docid": docid, "slot": slot, "image_id": image_id})
+    outcomes.append(
+        CheckOutcome(
+            name="dangling_references",
+            passed=count == 0,
+            blocking=False,
+            observed=count,
+            expected="every referenced image_id exists in image_lance",
+            details={"references": dangling[:MAX_EXAMPLES]},
+        )
+    )
+    return outcomes
+
+
+# -- training_json -------------------------------------------------------------------------
+
+
+def check_training_json(
+    store: ObjectStore, uri: str, expected_records: int, *, decode: bool = True
+) -> list[CheckOutcome]:
+    """Checks of a training JSON file (all blocking).
+
+    The file is read whole and parsed record by record (memory: the file's size).
+
+    Args:
+        store: Where the file is.
+        uri: The file (usually the staged candidate).
+        expected_records: Documents in the multimodal version it was exported from.
+        decode: Decode every image (turn off only for very large files).
+
+    Returns:
+        ``parses``, ``record_count_matches`` and ``images_decode``.
+    """
+    records = 0
+    images = 0
+    failures: list[dict[str, Any]] = []
+    parse_error: str | None = None
+    try:
+        for index, record in enumerate(_stream_json_array(store.read_bytes(uri))):
+            records += 1
+            problem = _record_problem(record)
+            if problem is not None:
+                failures.append({"record": index, "problem": problem})
+                continue
+            for slot, hexed in enumerate(record["input"]):
+                images += 1
+                if not decode:
+                    continue
+                try:
+                    probe_image(bytes.fromhex(hexed), f"{uri} record #{index} input[{slot}]")
+                except ValueError as exc:  # not hex; InvalidImageError is not a ValueError
+                    failures.append({"record": index, "input": slot, "problem": f"not hex: {exc}"})
+                except InvalidImageError as exc:
+                    failures.append({"record": index, "input": slot, "problem": exc.problem})
+    except json.JSONDecodeError as exc:
+        parse_error = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return [
+        CheckOutcome(
+            name="parses",
+            passed=parse_error is None,
+            blocking=True,
+            observed=parse_error or "valid JSON array",
+            expected="one JSON array of objects",
+        ),
+        CheckOutcome(
+            name="record_count_matches",
+            passed=parse_error is None and records == expected_records,
+            blocking=True,
+            observed=records,
+            expected=f"{expected_records} records, one per document of multimodal_lance",
+        ),
+        CheckOutcome(
+            name="images_decode",
+            passed=parse_error is None and not failures,
+            blocking=True,
+            observed=len(failures),
+            expected=f"every record well-formed and each of its {images} hex strings an image",
+            details={"images": images, "failures": failures[:MAX_EXAMPLES]},
+        ),
+    ]
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, expected an object"
+    if set(record) != {"instruction", "input", "output"}:
+        return f"keys {sorted(record)}, expected ['input', 'instruction', 'output']"
+    if not isinstance(record["instruction"], str) or not isinstance(record["input"], list):
+        return "instruction must be a string and input a list"
+    if not all(isinstance(h, str) for h in record["input"]):
+        return "input must hold hex strings"
+    return None
+
+
+def _stream_json_array(data: bytes) -> Iterator[Any]:
+    """Yield the elements of a JSON array one at a time, raising JSONDecodeError if invalid."""
+    text = data.decode("utf-8")
+    decoder = json.JSONDecoder()
+    n = len(text)
+
+    def skip(i: int) -> int:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    i = skip(0)
+    if i >= n or text[i] != "[":
+        raise json.JSONDecodeError("expected '['", text, i)
+    i = skip(i + 1)
+    if i < n and text[i] == "]":
+        i = skip(i + 1)
+        if i != n:
+            raise json.JSONDecodeError("extra data after the array", text, i)
+        return
+    while True:
+        value, i = decoder.raw_decode(text, i)
+        yield value
+        i = skip(i)
+        if i < n and text[i] == ",":
+            i = skip(i + 1)
+            continue
+        if i < n and text[i] == "]":
+            i = skip(i + 1)
+            if i != n:
+                raise json.JSONDecodeError("extra data after the array", text, i)
+            return
+        raise json.JSONDecodeError("expected ',' or ']'", text, i)
+
+
+__all__ = [
+    "CheckOutcome",
+    "blocking_failures",
+    "check_images",
+    "check_multimodal",
+    "check_texts",
+    "check_training_json",
+]
