@@ -1,71 +1,227 @@
-"""Ingest assets: raw uploads -> ``image_lance`` and ``text_lance``."""
+"""Ingest assets: raw uploads -> ``image_lance`` / ``text_lance`` and their quarantines.
+
+Each is a multi-asset: one step writes the candidate version (incremental merge), checks
+it, publishes it if the blocking checks pass, and records the current rejections.
+"""
 
 # No `from __future__ import annotations` here: Dagster checks the `context` annotation
 # by identity, and a string annotation fails that check.
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from collections.abc import Iterator
 
-from assets.metadata import lance_result
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+from pydantic import Field
+
+from assets.gate import check_results, check_specs, gate_and_publish
+from assets.metadata import lance_result, markdown_table
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
+from vlm_lake import lance_io
+from vlm_lake.checks import check_images, check_texts
 from vlm_lake.image_ingest import ImageIngestOptions, ingest_images
-from vlm_lake.text_ingest import ingest_texts
+from vlm_lake.text_ingest import TextIngestOptions, ingest_texts
 
 GROUP = "vlm_lake"
 
 
-@asset(
-    group_name=GROUP,
-    kinds={"lance", "s3", "python"},
-    description="One row per uploaded image: id (file stem), original bytes, sha256, size, "
-    "format, width, height. Written to LAKE_URI/images.lance.",
+class IngestConfig(Config):
+    """Run configuration of the ingest steps (set it in the launchpad)."""
+
+    full_rebuild: bool = Field(
+        default=False, description="Re-read every source object and overwrite the table."
+    )
+    on_bad_input: str = Field(
+        default="quarantine",
+        description="'quarantine': record bad input in the rejected_* table and go on; "
+        "'fail': stop the run at the first bad input.",
+    )
+    delete_missing: bool = Field(
+        default=False,
+        description="Delete rows whose source object or document is gone (mirror the "
+        "source). Off: such rows are kept and counted as missing_from_source.",
+    )
+
+
+def _rejects_result(asset: str, uri: str, storage: dict[str, str], rows: list) -> MaterializeResult:
+    columns = ("source_uri", "stage", "line", "docid", "reason")
+    preview = [{k: v for k, v in vars(r).items() if k in columns} for r in rows[:20]]
+    version = None
+    try:
+        version = lance_io.open_dataset(uri, storage).version
+    except lance_io.DatasetNotFoundError:
+        version = None
+    return MaterializeResult(
+        asset_key=asset,
+        metadata={
+            "dagster/row_count": len(rows),
+            "dagster/uri": uri,
+            "lance/version": version if version is not None else MetadataValue.text("none"),
+            "rejections": MetadataValue.md(markdown_table(preview, max_chars=120)),
+        },
+    )
+
+
+@multi_asset(
+    name="ingest_images",
+    specs=[
+        AssetSpec(
+            "image_lance",
+            group_name=GROUP,
+            kinds={"lance", "s3", "python"},
+            description="One row per uploaded image: id (file stem), original bytes, source "
+            "URI and ETag, sha256, size, format, width, height. LAKE_URI/images.lance; "
+            "readers see the 'published' tag.",
+        ),
+        AssetSpec(
+            "rejected_images",
+            group_name=GROUP,
+            kinds={"lance"},
+            description="Image objects that were not ingested, each with its reason "
+            "(not an image, truncated, empty, too many pixels, duplicate stem). "
+            "LAKE_URI/rejected_images.lance.",
+        ),
+    ],
+    check_specs=check_specs("image_lance"),
+    can_subset=False,
 )
-def image_lance(
-    context: AssetExecutionContext, lake: LakeResource, object_store: ObjectStoreResource
-) -> MaterializeResult:
-    """Stream every image under RAW_IMAGES_URI into ``images.lance`` in one commit."""
+def ingest_images_asset(
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    lake: LakeResource,
+    object_store: ObjectStoreResource,
+) -> Iterator[MaterializeResult]:
+    """Merge new or changed images into ``images.lance``, check, publish, record rejects."""
     layout = lake.layout()
     store = object_store.store()
+    storage = store.storage_options(layout.images)
     report = ingest_images(
         store,
         lake.raw_images_uri,
         layout.images,
-        ImageIngestOptions(workers=object_store.download_workers),
+        ImageIngestOptions(
+            workers=object_store.download_workers,
+            full_rebuild=config.full_rebuild,
+            on_bad_input=config.on_bad_input,
+            delete_missing=config.delete_missing,
+        ),
+        rejects_uri=layout.rejected_images,
     )
     context.log.info(
-        f"wrote {report.objects} images ({report.bytes / 1e6:.1f} MB) to {layout.images} "
-        f"version {report.summary.version} in {report.seconds:.1f}s"
+        f"images: {report.inserted} inserted, {report.updated} updated, {report.unchanged} "
+        f"unchanged, {report.deleted} deleted, {len(report.rejected)} rejected; "
+        f"{report.objects} downloaded ({report.bytes / 1e6:.1f} MB) in {report.seconds:.1f}s; "
+        + (f"version {report.summary.version}" if report.committed else "nothing to commit")
     )
-    return lance_result(
+    version = report.summary.version
+    outcomes = check_images(
+        lance_io.open_dataset(layout.images, storage, version), report.written_ids
+    )
+    yield lance_result(
         report.summary,
-        store.storage_options(layout.images),
+        storage,
+        asset_key="image_lance",
+        check_results=check_results("image_lance", outcomes),
+        **gate_and_publish(context, "image_lance", layout.images, storage, version, outcomes),
         source_uri=lake.raw_images_uri,
-        total_bytes=report.bytes,
+        committed=report.committed,
+        full_rebuild=report.full_rebuild,
+        inserted=report.inserted,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        deleted=report.deleted,
+        missing_from_source=report.missing_from_source,
+        rejected=len(report.rejected),
+        downloaded_bytes=report.bytes,
         seconds=round(report.seconds, 3),
     )
+    yield _rejects_result(
+        "rejected_images",
+        layout.rejected_images,
+        store.storage_options(layout.rejected_images),
+        report.rejected,
+    )
 
 
-@asset(
-    group_name=GROUP,
-    kinds={"lance", "s3", "python"},
-    description="One row per document: docid, text, image_id1..K. Written to "
-    "LAKE_URI/texts.lance from the JSON / JSON Lines under RAW_TEXTS_URI.",
+@multi_asset(
+    name="ingest_texts",
+    specs=[
+        AssetSpec(
+            "text_lance",
+            group_name=GROUP,
+            kinds={"lance", "s3", "python"},
+            description="One row per document: docid, text, image_id1..K, source_uri, "
+            "record_sha256, from the JSON / JSON Lines under RAW_TEXTS_URI. "
+            "LAKE_URI/texts.lance; readers see the 'published' tag.",
+        ),
+        AssetSpec(
+            "rejected_documents",
+            group_name=GROUP,
+            kinds={"lance"},
+            description="Documents (or whole unreadable files) that were not ingested, each "
+            "with file, line and reason. LAKE_URI/rejected_documents.lance.",
+        ),
+    ],
+    check_specs=check_specs("text_lance"),
+    can_subset=False,
 )
-def text_lance(
-    context: AssetExecutionContext, lake: LakeResource, object_store: ObjectStoreResource
-) -> MaterializeResult:
-    """Validate and write every document under RAW_TEXTS_URI into ``texts.lance``."""
+def ingest_texts_asset(
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    lake: LakeResource,
+    object_store: ObjectStoreResource,
+) -> Iterator[MaterializeResult]:
+    """Merge new or changed documents into ``texts.lance``, check, publish, record rejects."""
     layout = lake.layout()
     store = object_store.store()
-    report = ingest_texts(store, lake.raw_texts_uri, layout.texts)
-    context.log.info(
-        f"wrote {report.documents} documents from {report.files} file(s), K={report.num_slots}, "
-        f"to {layout.texts} version {report.summary.version}"
+    storage = store.storage_options(layout.texts)
+    report = ingest_texts(
+        store,
+        lake.raw_texts_uri,
+        layout.texts,
+        TextIngestOptions(
+            full_rebuild=config.full_rebuild,
+            on_bad_input=config.on_bad_input,
+            delete_missing=config.delete_missing,
+        ),
+        rejects_uri=layout.rejected_documents,
     )
-    return lance_result(
+    context.log.info(
+        f"texts: {report.documents} valid documents in {report.files} file(s), "
+        f"K={report.num_slots}: {report.inserted} inserted, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.deleted} deleted, {len(report.rejected)} "
+        "rejected; "
+        + (f"version {report.summary.version}" if report.committed else "nothing to commit")
+    )
+    version = report.summary.version
+    outcomes = check_texts(lance_io.open_dataset(layout.texts, storage, version))
+    yield lance_result(
         report.summary,
-        store.storage_options(layout.texts),
+        storage,
+        asset_key="text_lance",
+        check_results=check_results("text_lance", outcomes),
+        **gate_and_publish(context, "text_lance", layout.texts, storage, version, outcomes),
         source_uri=lake.raw_texts_uri,
         source_files=report.files,
         image_slots=report.num_slots,
+        committed=report.committed,
+        full_rebuild=report.full_rebuild,
+        inserted=report.inserted,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        deleted=report.deleted,
+        missing_from_source=report.missing_from_source,
+        rejected=len(report.rejected),
+    )
+    yield _rejects_result(
+        "rejected_documents",
+        layout.rejected_documents,
+        store.storage_options(layout.rejected_documents),
+        report.rejected,
     )

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from dagster import MaterializeResult, MetadataValue, TableColumn, TableSchema
+from dagster import (
+    AssetCheckResult,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
 
 from vlm_lake import lance_io
 
@@ -37,13 +44,20 @@ def lance_metadata(
 
 
 def lance_result(
-    summary: lance_io.DatasetSummary, storage_options: dict[str, str], **extra: Any
+    summary: lance_io.DatasetSummary,
+    storage_options: dict[str, str],
+    *,
+    asset_key: str | None = None,
+    check_results: Sequence[AssetCheckResult] = (),
+    **extra: Any,
 ) -> MaterializeResult:
     """``MaterializeResult`` for a Lance dataset just written.
 
     Args:
         summary: What was written; its version is the one previewed.
         storage_options: Lance storage options to read the preview with.
+        asset_key: The asset, when the step materializes several.
+        check_results: Results of the checks run on this version.
         **extra: Asset-specific metadata entries.
 
     Returns:
@@ -51,7 +65,9 @@ def lance_result(
     """
     ds = lance_io.open_dataset(summary.uri, storage_options, summary.version)
     return MaterializeResult(
-        metadata={**lance_metadata(summary, lance_io.preview_rows(ds)), **extra}
+        asset_key=asset_key,
+        metadata={**lance_metadata(summary, lance_io.preview_rows(ds)), **extra},
+        check_results=list(check_results),
     )
 
 

@@ -10,6 +10,8 @@ DAGSTER_YAML = """\
 # Written by dagster_project.instance: local instance for the vlm-lake quick start.
 telemetry:
   enabled: false
+nux:
+  enabled: false
 python_logs:
   python_log_level: INFO
   managed_python_loggers:

@@ -11,13 +11,22 @@ from dagster_project.settings import build_resources
 def test_assets_and_lineage() -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"image_lance", "text_lance", "multimodal_lance", "training_json"}
+    assert keys == {
+        "image_lance",
+        "rejected_images",
+        "text_lance",
+        "rejected_documents",
+        "multimodal_lance",
+        "training_json",
+    }
     parents = {
         key: {p.to_user_string() for p in graph.get(AssetKey(key)).parent_keys} for key in keys
     }
     assert parents == {
         "image_lance": set(),
+        "rejected_images": set(),
         "text_lance": set(),
+        "rejected_documents": set(),
         "multimodal_lance": {"image_lance", "text_lance"},
         "training_json": {"multimodal_lance"},
     }
@@ -58,3 +67,24 @@ def test_embedded_default_needs_no_environment(monkeypatch) -> None:
     assert lake.raw_images_uri.endswith("sample_data/lanceData")
     assert lake.raw_texts_uri.endswith("testdata.json")
     assert lake.lake_uri == "lake"
+
+
+def test_checks_guarding_training_are_blocking() -> None:
+    graph = defs.resolve_asset_graph()
+    specs = {}
+    for check_key in graph.asset_check_keys:
+        spec = graph.get_check_spec(check_key)
+        specs[(check_key.asset_key.to_user_string(), check_key.name)] = spec.blocking
+    assert specs == {
+        ("image_lance", "image_id_unique"): True,
+        ("image_lance", "images_decode"): True,
+        ("image_lance", "duplicate_images"): False,
+        ("text_lance", "docid_unique"): True,
+        ("text_lance", "text_not_empty"): True,
+        ("text_lance", "schema_as_contracted"): True,
+        ("multimodal_lance", "one_row_per_document"): True,
+        ("multimodal_lance", "dangling_references"): False,
+        ("training_json", "parses"): True,
+        ("training_json", "record_count_matches"): True,
+        ("training_json", "images_decode"): True,
+    }

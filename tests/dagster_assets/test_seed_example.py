@@ -81,21 +81,41 @@ def test_seed_example_end_to_end(s3_resources: dict[str, Any], s3_store, bucket:
         assert meta["dagster/uri"].value.startswith(f"s3://{bucket}/lake/")
         assert meta["dagster/column_schema"].schema.columns
         assert "bytes>" in meta["preview"].value or key == "text_lance"
+        assert meta["published"].value is True
+        assert meta["lance/published_version"].value == 1
     assert by_key["training_json"]["dagster/row_count"].value == 3
     assert "ffd8ffe0" in by_key["training_json"]["preview"].value  # JPEG magic, hex
     assert by_key["multimodal_lance"]["dangling_references"].value == 0
+    assert by_key["training_json"]["published"].value is True
+    assert not s3_store.exists(layout.training_json + ".candidate")  # promoted, not copied
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 11 and all(c.passed for c in checks)
+    for check in checks:  # every check carries its evidence
+        assert {"observed", "expected"} <= set(check.metadata)
     # no credential in any metadata value
     secret = s3_resources["object_store"].aws_secret_access_key
     assert all(secret not in str(v.value) for meta in by_key.values() for v in meta.values())
 
 
-def test_rematerialize_makes_new_versions(s3_resources: dict[str, Any], s3_store, bucket) -> None:
+def test_rematerialize_without_change_commits_nothing(
+    s3_resources: dict[str, Any], s3_store, bucket
+) -> None:
     upload_seed_example(s3_store.client, bucket)
     assert materialize(ALL_ASSETS, resources=s3_resources).success
-    assert materialize(ALL_ASSETS, resources=s3_resources).success
+    second = materialize(ALL_ASSETS, resources=s3_resources)
+    assert second.success
+    meta = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in second.get_asset_materialization_events()
+    }
+    for key in ("image_lance", "text_lance", "multimodal_lance"):
+        assert meta[key]["committed"].value is False
+        assert meta[key]["lance/version"].value == 1
+    assert meta["image_lance"]["unchanged"].value == 3
+    assert meta["image_lance"]["downloaded_bytes"].value == 0
     layout = LakeLayout.at(f"s3://{bucket}/lake")
     opts = s3_store.storage_options(layout.root)
     for uri in (layout.images, layout.texts, layout.multimodal):
         ds = lance_io.open_dataset(uri, opts)
-        assert ds.version == 2
+        assert ds.version == 1
         assert ds.count_rows() == 3
