@@ -11,6 +11,7 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from assets import ALL_ASSETS
+from dagster_project.sensors import new_uploads_sensor
 from dagster_project.settings import build_resources
 
 vlm_lake_job = define_asset_job(
@@ -22,6 +23,7 @@ vlm_lake_job = define_asset_job(
 defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[vlm_lake_job],
+    sensors=[new_uploads_sensor],
     resources=build_resources(),
     executor=in_process_executor,
 )

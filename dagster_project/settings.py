@@ -18,6 +18,10 @@ from vlm_lake.layout import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
 
 _TRUE = ("1", "true", "yes", "on")
 
+#: Environment variable with the seconds between two ticks of ``new_uploads_sensor``.
+UPLOAD_SENSOR_INTERVAL_ENV = "UPLOAD_SENSOR_INTERVAL_SECONDS"
+DEFAULT_UPLOAD_SENSOR_INTERVAL_SECONDS = 60
+
 
 def env_or(name: str, default: Any = None) -> Any:
     """``EnvVar(name)`` if the variable is set (even to a secret), else ``default``."""
@@ -52,3 +56,30 @@ def build_resources() -> dict[str, Any]:
             remote=env_or("SPARK_REMOTE"),
         ),
     }
+
+
+def upload_sensor_interval_seconds() -> int:
+    """Seconds between two ticks of ``new_uploads_sensor`` (``UPLOAD_SENSOR_INTERVAL_SECONDS``).
+
+    Unlike the resources' variables this one is read when definitions load: the interval is
+    part of the sensor's definition. Unset or empty means 60.
+
+    Returns:
+        A positive number of seconds.
+
+    Raises:
+        ValueError: If the variable is set to anything but a whole number >= 1.
+    """
+    raw = os.environ.get(UPLOAD_SENSOR_INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_UPLOAD_SENSOR_INTERVAL_SECONDS
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ValueError(
+            f"{UPLOAD_SENSOR_INTERVAL_ENV}={raw!r} is not allowed; expected a whole number of "
+            f"seconds >= 1 (default {DEFAULT_UPLOAD_SENSOR_INTERVAL_SECONDS})"
+        )
+    return seconds

@@ -1,0 +1,42 @@
+"""Sensor-tier fixtures: the project's resources on the S3 test server, one-tick helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from helpers import S3_KEY, S3_REGION, S3_SECRET
+from sensor_helpers import IMAGES_PREFIX, TEXTS_KEY, Tick, evaluate
+
+from resources import LakeResource, ObjectStoreResource
+
+
+@pytest.fixture()
+def object_store_resource(s3_endpoint: str) -> ObjectStoreResource:
+    return ObjectStoreResource(
+        endpoint_url=s3_endpoint,
+        region_name=S3_REGION,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        max_attempts=2,
+    )
+
+
+@pytest.fixture()
+def sensor_resources(bucket: str, object_store_resource: ObjectStoreResource) -> dict[str, Any]:
+    """The sensor's two resources for the seed's layout in a fresh bucket."""
+    return {
+        "lake": LakeResource(
+            raw_images_uri=f"s3://{bucket}/{IMAGES_PREFIX}",
+            raw_texts_uri=f"s3://{bucket}/{TEXTS_KEY}",
+            lake_uri=f"s3://{bucket}/lake",
+        ),
+        "object_store": object_store_resource,
+    }
+
+
+@pytest.fixture()
+def tick(sensor_resources: dict[str, Any]) -> Callable[[str | None], Tick]:
+    """``tick(cursor)``: one evaluation against the S3 test bucket."""
+    return lambda cursor=None: evaluate(cursor, sensor_resources)
