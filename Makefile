@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: setup run test lint dev clean
+.PHONY: setup browser run test lint dev clean
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian's chromium + chromium-driver for the UI test (tests/ui); a no-op once installed.
+browser:
+	@bash scripts/install_browser.sh
+
 run: setup
 	$(BIN)/python -m dagster_project.quickstart
 
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
