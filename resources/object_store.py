@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from vlm_lake.object_store import ObjectStore, StoreSettings
+from vlm_lake.redact import mask_fields
+
+_CREDENTIAL_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 
 
 class ObjectStoreResource(S3Resource):
@@ -41,6 +46,18 @@ class ObjectStoreResource(S3Resource):
             max_attempts=self.max_attempts,
             max_pool_connections=max(10, 2 * self.download_workers),
         )
+
+    def __repr_args__(self) -> Any:
+        """Fields for ``repr()`` / ``str()``, with the credentials masked."""
+        return mask_fields(super().__repr_args__(), _CREDENTIAL_FIELDS)
+
+    def get_object_to_set_on_execution_context(self) -> Any:
+        """Hand Dagster the resource itself, not a fresh boto3 client.
+
+        ``S3Resource`` builds a client whenever the resource is initialised (each run,
+        each sensor tick), which costs about a second; :meth:`store` builds one lazily.
+        """
+        return self
 
     def store(self) -> ObjectStore:
         """The core :class:`~vlm_lake.object_store.ObjectStore`, built once per resource."""

@@ -90,3 +90,17 @@ def spark() -> Any:
 @pytest.fixture()
 def local_store() -> ObjectStore:
     return ObjectStore()
+
+
+@pytest.fixture()
+def faulty_s3(s3_endpoint: str) -> Iterator[Any]:
+    """A fault-injecting HTTP proxy in front of the S3 test server, on 127.0.0.1.
+
+    Point a client at ``.endpoint`` instead of ``s3_endpoint``; ``.add_fault(kind, ...)``
+    makes the first N matching requests fail (503 SlowDown, 500, timeout, dropped or cut
+    short), ``.requests`` records every request. See ``tests/s3_faults.py``.
+    """
+    from s3_faults import FaultProxy
+
+    with FaultProxy(s3_endpoint) as proxy:
+        yield proxy

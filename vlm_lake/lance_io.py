@@ -68,7 +68,13 @@ def open_dataset(
     try:
         return lance.dataset(uri, version=version, storage_options=storage_options or None)
     except (ValueError, OSError, FileNotFoundError) as exc:
-        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+        text = str(exc).lower()
+        if "nosuchbucket" in text or "bucket does not exist" in text:
+            raise DatasetNotFoundError(
+                f"the bucket of uri={uri!r} does not exist (or is not visible with these "
+                "credentials); check LAKE_URI and AWS_ENDPOINT_URL"
+            ) from exc
+        if "not found" in text or "does not exist" in text:
             raise DatasetNotFoundError(
                 f"no Lance dataset at uri={uri!r} (version={version!r}); "
                 "materialize its upstream asset first"

@@ -107,8 +107,9 @@ def test_storage_options_http_endpoint() -> None:
         "aws_secret_access_key": "SECRET",
         "aws_session_token": "TOKEN",
         "virtual_hosted_style_request": "false",
-        "client_max_retries": "3",
-        "connect_timeout": "5s",
+        "client_max_retries": "2",  # retries after the first attempt: 3 attempts in all
+        "download_retry_count": "2",
+        "connect_timeout": "5500ms",
         "timeout": "30s",
     }
 
