@@ -55,12 +55,25 @@ def main() -> int:
     _out(f"  raw texts  : {lake.raw_texts_uri}")
     _out(f"  Dagster    : DAGSTER_HOME={home}  (make dev shows this run in the UI)")
     _out()
-    _out(f"{'dataset':<20} {'rows':>6} {'version':>8}  uri")
-    for name in ("image_lance", "text_lance", "multimodal_lance", "training_json"):
+    _out(f"{'dataset':<20} {'rows':>6} {'version':>8} {'published':>10}  uri")
+    for name in (
+        "image_lance",
+        "rejected_images",
+        "text_lance",
+        "rejected_documents",
+        "multimodal_lance",
+        "training_json",
+    ):
         meta = written[name]
         version = meta["lance/version"].value if "lance/version" in meta else "-"
+        if name == "training_json":
+            published = "yes" if meta["published"].value else "no"
+        elif "lance/published_version" in meta:
+            published = meta["lance/published_version"].value
+        else:
+            published = "-"  # the quarantine tables are not gated
         rows, uri = meta["dagster/row_count"].value, meta["dagster/uri"].value
-        _out(f"{name:<20} {rows:>6} {version:>8}  {uri}")
+        _out(f"{name:<20} {rows:>6} {version:>8} {published:>10}  {uri}")
 
     from torch.utils.data import DataLoader
 

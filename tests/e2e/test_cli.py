@@ -11,6 +11,8 @@ from pathlib import Path
 import lance
 from helpers import S3_KEY, S3_REGION, S3_SECRET, sha256, upload_seed_example
 
+from vlm_lake import publish
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,6 +77,8 @@ def test_dagster_asset_materialize_on_s3(s3_endpoint, s3_store, bucket, dagster_
     opts = s3_store.storage_options(f"s3://{bucket}")
     mm = lance.dataset(f"s3://{bucket}/lake/multimodal.lance", storage_options=opts)
     assert mm.count_rows() == 3
+    for name in ("images", "texts", "multimodal"):  # every checked version was published
+        assert publish.published(f"s3://{bucket}/lake/{name}.lance", opts).version == 1
     records = json.loads(s3_store.read_bytes(f"s3://{bucket}/lake/training_data.json"))
     assert [len(r["input"]) for r in records] == [2, 2, 3]
     assert sha256(bytes.fromhex(records[2]["input"][2])) == sha256(originals["image3"])
@@ -103,3 +107,8 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     assert "[[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]" in out
     for name in ("images.lance", "texts.lance", "multimodal.lance", "training_data.json"):
         assert str(tmp_path / "lake" / name) in out
+    rows = {line.split()[0]: line.split()[1:4] for line in out.splitlines() if "  " in line}
+    assert rows["image_lance"] == ["4", "1", "1"]  # rows, version, published version
+    assert rows["rejected_images"][0] == "0"
+    assert rows["multimodal_lance"] == ["4", "1", "1"]
+    assert rows["training_json"] == ["4", "-", "yes"]
