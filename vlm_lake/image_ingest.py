@@ -266,18 +266,7 @@ def _existing_images(
             version,
         )
         return None
-    table = ds.to_table(columns=["image_id", "source_uri", "source_etag"])
-    return dict(
-        zip(
-            table.column("image_id").to_pylist(),
-            zip(
-                table.column("source_uri").to_pylist(),
-                table.column("source_etag").to_pylist(),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
+    return lance_io.column_map(ds, "image_id", "source_uri", "source_etag")
 
 
 def ingest_images(

@@ -283,6 +283,15 @@ def summarize(ds: lance.LanceDataset, uri: str) -> DatasetSummary:
     )
 
 
+def column_map(ds: lance.LanceDataset, key: str, *values: str) -> dict[Any, Any]:
+    """Map ``key`` to one column's value (or a tuple of several) for every row of ``ds``."""
+    table = ds.to_table(columns=[key, *values])
+    keys = table.column(key).to_pylist()
+    cols = [table.column(v).to_pylist() for v in values]
+    vals = cols[0] if len(cols) == 1 else list(zip(*cols, strict=True))
+    return dict(zip(keys, vals, strict=True))
+
+
 def preview_rows(ds: lance.LanceDataset, limit: int = 5) -> list[dict[str, Any]]:
     """Return the first ``limit`` rows with binary values replaced by ``<N bytes>``."""
     table = ds.head(limit) if hasattr(ds, "head") else ds.to_table(limit=limit)

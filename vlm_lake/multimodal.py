@@ -178,8 +178,7 @@ def _key_hashes(
     ds = lance_io.open_dataset(uri, storage, version)
     if key not in ds.schema.names or value not in ds.schema.names:
         return None
-    table = ds.to_table(columns=[key, value])
-    return dict(zip(table.column(key).to_pylist(), table.column(value).to_pylist(), strict=True))
+    return lance_io.column_map(ds, key, value)
 
 
 def _changed_keys(old: dict[str, str], new: dict[str, str]) -> set[str]:

@@ -409,17 +409,8 @@ def _existing_texts(
             version,
         )
         return None
-    table = ds.to_table(columns=["docid", "record_sha256", "source_uri"])
-    sources = dict(
-        zip(table.column("docid").to_pylist(), table.column("source_uri").to_pylist(), strict=True)
-    )
-    hashes = dict(
-        zip(
-            table.column("docid").to_pylist(),
-            table.column("record_sha256").to_pylist(),
-            strict=True,
-        )
-    )
+    hashes = lance_io.column_map(ds, "docid", "record_sha256")
+    sources = lance_io.column_map(ds, "docid", "source_uri")
     return hashes, num_slots, sources
 
 
