@@ -254,6 +254,12 @@ def _check_record(
     record: Any, info: ObjectInfo, line: int | None, index: int, max_slots: int
 ) -> dict[int, str]:
     slots = _validate(record, info, line, index)
+    if not record["docid"].strip():
+        raise InvalidDocumentError(
+            info.uri,
+            f"record #{index} has docid={record['docid']!r}; expected a non-blank string",
+            line=line,
+        )
     if not record["text"].strip():
         raise InvalidDocumentError(
             info.uri,

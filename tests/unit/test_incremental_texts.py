@@ -427,3 +427,12 @@ def test_fail_mode_on_duplicate_docid(texts: Texts) -> None:
     _jsonl(texts.raw / "c.jsonl", [{"docid": "d2", "text": "again"}])
     with pytest.raises(DuplicateKeyError, match=r"docid 'd2' appears twice.*c\.jsonl"):
         texts.ingest(on_bad_input="fail")
+
+
+@pytest.mark.parametrize("docid", ["", "   "])
+def test_blank_docid_is_quarantined(texts: Texts, docid: str) -> None:
+    bad = _jsonl(texts.raw / "c.jsonl", [{"docid": docid, "text": "orphan"}])
+    report = texts.ingest()
+    (row,) = [r for r in report.rejected if r.source_uri == str(bad.resolve())]
+    assert row.line == 1 and f"docid={docid!r}; expected a non-blank string" in row.reason
+    assert docid not in texts.rows()
