@@ -8,6 +8,7 @@ it, publishes it if the blocking checks pass, and records the current rejections
 # by identity, and a string annotation fails that check.
 
 from collections.abc import Iterator
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -25,8 +26,8 @@ from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from vlm_lake import lance_io
 from vlm_lake.checks import check_images, check_texts
-from vlm_lake.image_ingest import ImageIngestOptions, ingest_images
-from vlm_lake.text_ingest import TextIngestOptions, ingest_texts
+from vlm_lake.image_ingest import ImageIngestOptions, IngestReport, ingest_images
+from vlm_lake.text_ingest import TextIngestOptions, TextIngestReport, ingest_texts
 
 GROUP = "vlm_lake"
 
@@ -46,6 +47,29 @@ class IngestConfig(Config):
         default=False,
         description="Delete rows whose source object or document is gone (mirror the "
         "source). Off: such rows are kept and counted as missing_from_source.",
+    )
+
+
+def _change_metadata(report: IngestReport | TextIngestReport) -> dict[str, Any]:
+    """What an ingest run changed: the counts both ingest assets report."""
+    return {
+        "committed": report.committed,
+        "full_rebuild": report.full_rebuild,
+        "inserted": report.inserted,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "deleted": report.deleted,
+        "missing_from_source": report.missing_from_source,
+        "rejected": len(report.rejected),
+    }
+
+
+def _change_summary(report: IngestReport | TextIngestReport) -> str:
+    """The log line's common part: counts, and the version written (or that none was)."""
+    return (
+        f"{report.inserted} inserted, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.deleted} deleted, {len(report.rejected)} rejected; "
+        + (f"version {report.summary.version}" if report.committed else "nothing to commit")
     )
 
 
@@ -114,10 +138,8 @@ def ingest_images_asset(
         rejects_uri=layout.rejected_images,
     )
     context.log.info(
-        f"images: {report.inserted} inserted, {report.updated} updated, {report.unchanged} "
-        f"unchanged, {report.deleted} deleted, {len(report.rejected)} rejected; "
-        f"{report.objects} downloaded ({report.bytes / 1e6:.1f} MB) in {report.seconds:.1f}s; "
-        + (f"version {report.summary.version}" if report.committed else "nothing to commit")
+        f"images: {report.objects} downloaded ({report.bytes / 1e6:.1f} MB) in "
+        f"{report.seconds:.1f}s; {_change_summary(report)}"
     )
     version = report.summary.version
     outcomes = check_images(
@@ -130,14 +152,7 @@ def ingest_images_asset(
         check_results=check_results("image_lance", outcomes),
         **gate_and_publish(context, "image_lance", layout.images, storage, version, outcomes),
         source_uri=lake.raw_images_uri,
-        committed=report.committed,
-        full_rebuild=report.full_rebuild,
-        inserted=report.inserted,
-        updated=report.updated,
-        unchanged=report.unchanged,
-        deleted=report.deleted,
-        missing_from_source=report.missing_from_source,
-        rejected=len(report.rejected),
+        **_change_metadata(report),
         downloaded_bytes=report.bytes,
         seconds=round(report.seconds, 3),
     )
@@ -194,10 +209,7 @@ def ingest_texts_asset(
     )
     context.log.info(
         f"texts: {report.documents} valid documents in {report.files} file(s), "
-        f"K={report.num_slots}: {report.inserted} inserted, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {report.deleted} deleted, {len(report.rejected)} "
-        "rejected; "
-        + (f"version {report.summary.version}" if report.committed else "nothing to commit")
+        f"K={report.num_slots}: {_change_summary(report)}"
     )
     version = report.summary.version
     outcomes = check_texts(lance_io.open_dataset(layout.texts, storage, version))
@@ -210,14 +222,7 @@ def ingest_texts_asset(
         source_uri=lake.raw_texts_uri,
         source_files=report.files,
         image_slots=report.num_slots,
-        committed=report.committed,
-        full_rebuild=report.full_rebuild,
-        inserted=report.inserted,
-        updated=report.updated,
-        unchanged=report.unchanged,
-        deleted=report.deleted,
-        missing_from_source=report.missing_from_source,
-        rejected=len(report.rejected),
+        **_change_metadata(report),
     )
     yield _rejects_result(
         "rejected_documents",
