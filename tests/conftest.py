@@ -63,6 +63,20 @@ def s3_settings(s3_endpoint: str) -> StoreSettings:
 
 
 @pytest.fixture()
+def object_store_resource(s3_endpoint: str) -> Any:
+    """The project's ``ObjectStoreResource`` pointed at the S3 test server."""
+    from resources import ObjectStoreResource
+
+    return ObjectStoreResource(
+        endpoint_url=s3_endpoint,
+        region_name=S3_REGION,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        max_attempts=2,
+    )
+
+
+@pytest.fixture()
 def s3_store(s3_settings: StoreSettings) -> ObjectStore:
     return ObjectStore(s3_settings)
 

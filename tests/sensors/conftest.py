@@ -6,21 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import S3_KEY, S3_REGION, S3_SECRET
 from sensor_helpers import IMAGES_PREFIX, TEXTS_KEY, Tick, evaluate
 
 from resources import LakeResource, ObjectStoreResource
-
-
-@pytest.fixture()
-def object_store_resource(s3_endpoint: str) -> ObjectStoreResource:
-    return ObjectStoreResource(
-        endpoint_url=s3_endpoint,
-        region_name=S3_REGION,
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_SECRET,
-        max_attempts=2,
-    )
 
 
 @pytest.fixture()
