@@ -281,8 +281,8 @@ def build_multimodal(
     Returns:
         A :class:`MultimodalReport`.
     """
-    text_ds = _open_input(text_uri, text_storage, text_version)
-    image_ds = _open_input(image_uri, image_storage, image_version)
+    text_ds = publish.open_version(text_uri, text_storage, text_version)
+    image_ds = publish.open_version(image_uri, image_storage, image_version)
     slots = image_id_columns(text_ds.schema)
     num_slots = len(slots)
     prev = None if full_rebuild else publish.published(out_uri, out_storage)
@@ -398,12 +398,6 @@ def build_multimodal(
         report.summary.num_rows,
     )
     return report
-
-
-def _open_input(uri: str, storage: dict[str, str] | None, version: int | str) -> Any:
-    if version == publish.PUBLISHED_TAG:
-        return publish.open_published(uri, storage)
-    return lance_io.open_dataset(uri, storage, version)
 
 
 def _join_and_write(

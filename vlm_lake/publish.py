@@ -100,6 +100,20 @@ def open_published(uri: str, storage_options: dict[str, str] | None = None) -> l
     return open_dataset(uri, storage_options, PUBLISHED_TAG)
 
 
+def open_version(
+    uri: str, storage_options: dict[str, str] | None, version: int | str | None
+) -> lance.LanceDataset:
+    """Open ``version`` of ``uri``: the ``published`` tag (checked), a number, or None (latest).
+
+    Raises:
+        DatasetNotFoundError: There is no dataset at ``uri``.
+        NotPublishedError: ``version`` is the published tag and nothing passed its checks.
+    """
+    if version == PUBLISHED_TAG:
+        return open_published(uri, storage_options)
+    return open_dataset(uri, storage_options, version)
+
+
 def discard_unpublished(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
     """Make the published version the latest again, if a failed candidate sits on top of it.
 

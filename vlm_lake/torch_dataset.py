@@ -63,10 +63,7 @@ class VLMDataset(Dataset[Sample]):
             raise ValueError(f"image_size={image_size!r} must be a positive number of pixels")
         self.uri = uri
         self.storage_options = dict(storage_options or {})
-        if version == publish.PUBLISHED_TAG:
-            ds = publish.open_published(uri, self.storage_options)
-        else:
-            ds = lance_io.open_dataset(uri, self.storage_options, version)
+        ds = publish.open_version(uri, self.storage_options, version)
         self.version = ds.version
         self.num_slots = len(image_id_columns(ds.schema))
         self.columns = ["docid", "text", *image_columns(self.num_slots)]

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlm_lake import lance_io, publish, uris
+from vlm_lake import publish, uris
 from vlm_lake.multimodal import image_columns
 from vlm_lake.object_store import ObjectStore
 from vlm_lake.progress import Progress
@@ -69,11 +69,7 @@ def export_training_json(
     Returns:
         An :class:`ExportReport`.
     """
-    storage = store.storage_options(multimodal_uri)
-    if version == publish.PUBLISHED_TAG:
-        ds = publish.open_published(multimodal_uri, storage)
-    else:
-        ds = lance_io.open_dataset(multimodal_uri, storage, version)
+    ds = publish.open_version(multimodal_uri, store.storage_options(multimodal_uri), version)
     num_slots = len(image_id_columns(ds.schema))
     columns = ["text", *image_columns(num_slots)]
     progress = Progress(log, "records")
