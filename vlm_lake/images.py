@@ -220,7 +220,9 @@ def probe_image(data: bytes, source_uri: str) -> ImageInfo:
     return ImageInfo(fmt, width, height)
 
 
-def decode_rgb(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
+def decode_rgb(
+    data: bytes, size: tuple[int, int] | None = None, *, draft_min: int | None = None
+) -> Image.Image:
     """Decode image bytes to an RGB Pillow image as a viewer shows it.
 
     EXIF orientation is applied (the result is upright). Palette, grayscale, CMYK, LAB and
@@ -233,6 +235,10 @@ def decode_rgb(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
         size: Output ``(width, height)``, resized bilinearly after orientation; None keeps
             the displayed size. (For speed a rotated image is resized before it is turned,
             which can differ from turning first by one level in a few pixels.)
+        draft_min: If set, a JPEG whose sides are both at least twice this many pixels is
+            decoded at a reduced DCT scale (1/2, 1/4 or 1/8; Pillow's ``draft``) that keeps
+            both sides >= ``draft_min``: a 4000x3000 photo needed at 256 decodes at 1/8,
+            several times faster, and the later resize sees nearly the same pixels.
 
     Returns:
         An RGB image of ``size``, or of the displayed size when ``size`` is None.
@@ -243,7 +249,11 @@ def decode_rgb(data: bytes, size: tuple[int, int] | None = None) -> Image.Image:
         PIL.Image.DecompressionBombError: The header declares more than :data:`MAX_PIXELS`
             pixels; raised before any pixels are decoded.
     """
+    if draft_min is not None and draft_min < 1:
+        raise ValueError(f"draft_min={draft_min!r} must be a positive number of pixels or None")
     with _open(data) as im:
+        if draft_min is not None and im.format == "JPEG" and min(im.size) >= 2 * draft_min:
+            im.draft("RGB", (draft_min, draft_min))
         im.load()
         orientation = _orientation(im)
         rgb = _to_rgb(im)
