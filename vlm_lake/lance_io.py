@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -254,6 +254,61 @@ def commit_fragments(
         raise ValueError(f"mode={mode!r} is not a write mode; allowed: {', '.join(WRITE_MODES)}")
     return lance.LanceDataset.commit(
         uri, operation, read_version=read_version, storage_options=storage_options or None
+    )
+
+
+def replace_rows(
+    uri: str,
+    storage_options: dict[str, str] | None,
+    *,
+    key: str,
+    remove: Collection[str],
+    fragments_json: Sequence[str],
+) -> lance.LanceDataset:
+    """Delete the rows whose ``key`` is in ``remove`` and add new fragments, in ONE commit.
+
+    Readers see the old rows or the new ones, never a version with both missing (as a
+    delete followed by an append would show between its two commits). Fragments that
+    hold no removed row are left as they are.
+
+    Args:
+        uri: Dataset URI (the dataset must exist).
+        storage_options: Lance storage options.
+        key: String column identifying rows.
+        remove: Keys whose rows are deleted.
+        fragments_json: New fragments from :func:`write_fragment_files`.
+
+    Returns:
+        The dataset at the new version (unchanged when there is nothing to do).
+    """
+    import lance
+    from lance.fragment import FragmentMetadata
+
+    ds = open_dataset(uri, storage_options)
+    new_fragments = [FragmentMetadata.from_json(s) for s in fragments_json]
+    removed_ids: list[int] = []
+    updated: list[Any] = []
+    if remove:
+        predicate = f"{key} IN ({sql_string_list(sorted(remove))})"
+        # Which fragments hold a removed row: one scan of the key column. (Lance 14's
+        # LanceFragment.count_rows(filter) never returns on S3, so it is not used.)
+        hits = ds.to_table(columns=[key], filter=predicate, with_row_address=True)
+        touched = {a >> 32 for a in hits.column("_rowaddr").to_pylist()}
+        for fragment in ds.get_fragments():
+            if fragment.fragment_id not in touched:
+                continue
+            kept = fragment.delete(predicate)
+            if kept is None:
+                removed_ids.append(fragment.fragment_id)
+            else:
+                updated.append(kept)
+    if not (removed_ids or updated or new_fragments):
+        return ds
+    operation = lance.LanceOperation.Update(
+        removed_fragment_ids=removed_ids, updated_fragments=updated, new_fragments=new_fragments
+    )
+    return lance.LanceDataset.commit(
+        uri, operation, read_version=ds.version, storage_options=storage_options or None
     )
 
 

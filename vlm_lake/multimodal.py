@@ -258,7 +258,7 @@ def build_multimodal(
     The inputs are read at their published versions by default. If the output's published
     version records the input versions it was built from (its lineage) and K is unchanged,
     only the affected documents are joined again (see :func:`affected_documents`): their
-    old rows are deleted and the new ones appended. Otherwise the whole table is rebuilt in
+    old rows are replaced by the new ones in one commit. Otherwise the whole table is rebuilt in
     one commit. Either way the result is a candidate until :func:`~vlm_lake.publish.publish`.
 
     Args:
@@ -320,10 +320,9 @@ def build_multimodal(
         publish.discard_unpublished(out_uri, out_storage)
         affected, removed = delta
         if not affected:  # nothing to join: delete what left the source, if anything
-            ds = lance_io.open_dataset(out_uri, out_storage)
-            if removed:
-                ds.delete(f"docid IN ({lance_io.sql_string_list(sorted(removed))})")
-                ds = lance_io.open_dataset(out_uri, out_storage)
+            ds = lance_io.replace_rows(
+                out_uri, out_storage, key="docid", remove=removed, fragments_json=[]
+            )
             return MultimodalReport(
                 lance_io.summarize(ds, out_uri),
                 bool(removed),
@@ -364,16 +363,9 @@ def build_multimodal(
     schema = multimodal_schema(num_slots)
     if affected is None:
         ds = lance_io.commit_fragments(out_uri, schema, fragments, out_storage, mode="overwrite")
-    else:
-        stale = sorted(affected | removed)
-        if stale:
-            lance_io.open_dataset(out_uri, out_storage).delete(
-                f"docid IN ({lance_io.sql_string_list(stale)})"
-            )
-        ds = (
-            lance_io.commit_fragments(out_uri, schema, fragments, out_storage, mode="append")
-            if fragments
-            else lance_io.open_dataset(out_uri, out_storage)
+    else:  # the affected rows' old versions out, the new ones in: one commit
+        ds = lance_io.replace_rows(
+            out_uri, out_storage, key="docid", remove=affected | removed, fragments_json=fragments
         )
     report = MultimodalReport(
         summary=lance_io.summarize(ds, out_uri),

@@ -242,6 +242,7 @@ def test_incremental_join_rejoins_only_affected_documents(
     p.ingest()
     second = p.join(spark)
     assert second.committed and not second.full_rebuild
+    assert second.summary.version == first.summary.version + 1  # delete + add: one commit
     assert second.rows_written == 4  # d0, d1, d2 (img1 in slot 3) and d5
     assert second.rows_deleted == 1
     assert second.images_attached == 2 + 1 + 2
@@ -313,7 +314,7 @@ def test_unchanged_inputs_need_no_spark(versions: Versions, tmp_path: Path) -> N
 
 def test_removing_documents_only_needs_no_spark(versions: Versions, tmp_path: Path) -> None:
     out = str(tmp_path / "mm.lance")
-    _published_output(versions, out, DOCS, 1, 1)
+    version = _published_output(versions, out, DOCS, 1, 1)
     t2 = versions.texts(DOCS[1:])
     publish.publish(versions.text_uri, t2)
     publish.publish(versions.image_uri, 1)
@@ -321,4 +322,5 @@ def test_removing_documents_only_needs_no_spark(versions: Versions, tmp_path: Pa
         _no_spark, text_uri=versions.text_uri, image_uri=versions.image_uri, out_uri=out
     )
     assert report.committed and report.rows_deleted == 1 and report.rows_written == 0
+    assert report.summary.version == version + 1
     assert open_dataset(out).count_rows() == len(DOCS) - 1
