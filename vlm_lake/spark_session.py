@@ -72,3 +72,15 @@ def build_spark_session(
     spark = builder.getOrCreate()
     register(spark)
     return spark
+
+
+def spark_context(spark: Any) -> Any | None:
+    """The session's SparkContext, or None under Spark Connect.
+
+    A Connect client has no SparkContext (no broadcast, no status tracker); asking for one
+    raises ``PySparkAttributeError``, an ``AttributeError``.
+    """
+    try:
+        return spark.sparkContext
+    except AttributeError:
+        return None
