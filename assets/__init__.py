@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from assets.features import image_features
 from assets.ingest import ingest_images_asset, ingest_texts_asset
 from assets.multimodal import multimodal_lance
 from assets.training import training_json
 
-ALL_ASSETS = [ingest_images_asset, ingest_texts_asset, multimodal_lance, training_json]
+ALL_ASSETS = [
+    ingest_images_asset,
+    ingest_texts_asset,
+    multimodal_lance,
+    training_json,
+    image_features,
+]
 
 __all__ = [
     "ALL_ASSETS",
+    "image_features",
     "ingest_images_asset",
     "ingest_texts_asset",
     "multimodal_lance",

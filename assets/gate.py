@@ -40,6 +40,16 @@ CHECKS: dict[str, list[tuple[str, bool, str]]] = {
         ("one_row_per_document", True, "Exactly one row per document of text_lance."),
         ("dangling_references", False, "Referenced image ids that are not in image_lance."),
     ],
+    "image_features": [
+        ("one_row_per_image", True, "One row per image of image_lance, with its current sha256."),
+        ("features_finite", True, "No NaN or infinite value in any feature vector."),
+        ("single_model", True, "Every row computed by this run's model and weights."),
+        (
+            "near_duplicate_images",
+            False,
+            "Image pairs whose features have cosine similarity >= 0.98.",
+        ),
+    ],
     "training_json": [
         ("parses", True, "The file is one JSON array."),
         ("record_count_matches", True, "One record per document of multimodal_lance."),

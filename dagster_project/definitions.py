@@ -17,7 +17,8 @@ from dagster_project.settings import build_resources
 vlm_lake_job = define_asset_job(
     "vlm_lake_job",
     selection=AssetSelection.all(),
-    description="Raw uploads -> images/texts Lance -> multimodal Lance (Spark) -> training JSON.",
+    description="Raw uploads -> images/texts Lance -> multimodal Lance (Spark) -> training JSON, "
+    "and images -> ResNet-50 features (Spark).",
 )
 
 defs = Definitions(

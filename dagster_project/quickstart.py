@@ -63,6 +63,7 @@ def main() -> int:
         "rejected_documents",
         "multimodal_lance",
         "training_json",
+        "image_features",
     ):
         meta = written[name]
         version = meta["lance/version"].value if "lance/version" in meta else "-"
@@ -85,6 +86,14 @@ def main() -> int:
     _out()
     _out(f"first training batch: images {list(images.shape)} {images.dtype}, {len(texts)} texts")
     _out(f"  images present per document (1 = image, 0 = zero padding): {present}")
+    features = written["image_features"]
+    _out()
+    _out(
+        f"image features: {features['model'].value}, weights {features['weights'].value}, "
+        f"{features['device'].value}/{features['precision'].value}, "
+        f"{features['computed'].value} computed at {features['images_per_second'].value} "
+        f"images/s; vector index: {features['vector_index'].value}"
+    )
     return 0
 
 

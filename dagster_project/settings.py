@@ -13,7 +13,7 @@ from typing import Any
 
 from dagster import EnvVar
 
-from resources import LakeResource, ObjectStoreResource, SparkResource
+from resources import FeatureModelResource, LakeResource, ObjectStoreResource, SparkResource
 from vlm_lake.layout import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
 
 _TRUE = ("1", "true", "yes", "on")
@@ -34,7 +34,7 @@ def build_resources() -> dict[str, Any]:
     Variables: ``RAW_IMAGES_URI``, ``RAW_TEXTS_URI``, ``LAKE_URI``; ``AWS_ENDPOINT_URL``,
     ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
     ``AWS_VIRTUAL_HOSTED_STYLE_REQUEST`` (``true`` for Aliyun OSS); ``SPARK_MASTER`` and
-    ``SPARK_REMOTE``.
+    ``SPARK_REMOTE``; ``RESNET50_WEIGHTS``, ``FEATURES_DEVICE`` and ``FEATURES_PRECISION``.
     """
     return {
         "lake": LakeResource(
@@ -54,6 +54,11 @@ def build_resources() -> dict[str, Any]:
         "spark": SparkResource(
             master=env_or("SPARK_MASTER", "local[*]"),
             remote=env_or("SPARK_REMOTE"),
+        ),
+        "feature_model": FeatureModelResource(
+            weights_uri=env_or("RESNET50_WEIGHTS"),
+            device=env_or("FEATURES_DEVICE", "auto"),
+            precision=env_or("FEATURES_PRECISION", "auto"),
         ),
     }
 

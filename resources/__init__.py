@@ -1,9 +1,10 @@
-"""Dagster resources: object store (S3/OSS/local), Spark, and the lake's locations."""
+"""Dagster resources: object store (S3/OSS/local), Spark, the lake's locations, the model."""
 
 from __future__ import annotations
 
+from resources.feature_model import FeatureModelResource
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
 
-__all__ = ["LakeResource", "ObjectStoreResource", "SparkResource"]
+__all__ = ["FeatureModelResource", "LakeResource", "ObjectStoreResource", "SparkResource"]

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -252,6 +253,142 @@ def check_multimodal(ds: Any, texts: Any, images: Any) -> list[CheckOutcome]:
             observed=count,
             expected="every referenced image_id exists in image_lance",
             details={"references": dangling[:MAX_EXAMPLES]},
+        )
+    )
+    return outcomes
+
+
+# -- image_features ------------------------------------------------------------------------
+
+#: Cosine similarity from which two images count as near-duplicates.
+NEAR_DUPLICATE_COSINE = 0.98
+#: Up to this many rows the near-duplicate check compares every pair; above it, only the
+#: rows a run computed against all rows (an all-pairs pass costs rows^2 x 2048 x 2 flops).
+ALL_PAIRS_MAX_ROWS = 20_000
+
+
+def check_features(
+    ds: Any,
+    images: Any,
+    *,
+    model: str,
+    weights: str,
+    computed_ids: Sequence[str],
+    random_init: bool,
+    threshold: float = NEAR_DUPLICATE_COSINE,
+    batch_rows: int = 1024,
+) -> list[CheckOutcome]:
+    """Checks of one ``image_features`` version against the ``image_lance`` it was built from.
+
+    Args:
+        ds: The features, opened at the candidate version.
+        images: ``image_lance`` at the version the features were computed from.
+        model: The model name every row must carry.
+        weights: The weights identity every row must carry.
+        computed_ids: Rows the run computed (compared with every row for near-duplicates
+            when the table has more than :data:`ALL_PAIRS_MAX_ROWS` rows).
+        random_init: Whether the weights are random (said in the near-duplicate evidence).
+        threshold: Cosine similarity from which a pair is a near-duplicate.
+        batch_rows: Rows per read while scanning the vectors.
+
+    Returns:
+        ``one_row_per_image``, ``features_finite`` and ``single_model`` (blocking) and
+        ``near_duplicate_images`` (warning).
+    """
+    from vlm_lake.similarity import near_duplicate_pairs
+
+    want = lance_io.column_map(images, "image_id", "sha256")
+    table = ds.to_table(columns=["image_id", "image_sha256", "model", "weights"])
+    ids = table.column("image_id").to_pylist()
+    have = dict(zip(ids, table.column("image_sha256").to_pylist(), strict=True))
+    dups = _duplicates(ids)
+    missing = sorted(want.keys() - have.keys())
+    extra = sorted(have.keys() - want.keys())
+    stale = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
+    problems = len(missing) + len(extra) + len(stale) + len(dups)
+    outcomes = [
+        CheckOutcome(
+            name="one_row_per_image",
+            passed=problems == 0,
+            blocking=True,
+            observed={
+                "rows": len(ids),
+                "images": len(want),
+                "missing": len(missing),
+                "extra": len(extra),
+                "stale": len(stale),
+                "duplicated": len(dups),
+            },
+            expected=f"exactly one row per image of image_lance ({len(want)}), each with the "
+            "image's current sha256",
+            details={
+                "missing": missing[:MAX_EXAMPLES],
+                "extra": extra[:MAX_EXAMPLES],
+                "stale": stale[:MAX_EXAMPLES],
+                "duplicated": sorted(dups)[:MAX_EXAMPLES],
+            },
+        )
+    ]
+
+    bad: list[str] = []
+    for batch in ds.to_batches(columns=["image_id", "features"], batch_size=batch_rows):
+        values = batch.column("features").flatten().to_numpy(zero_copy_only=False)
+        finite = np.isfinite(values.reshape(batch.num_rows, -1)).all(axis=1)
+        if not finite.all():
+            batch_ids = batch.column("image_id").to_pylist()
+            bad += [i for i, ok in zip(batch_ids, finite, strict=True) if not ok]
+    outcomes.append(
+        CheckOutcome(
+            name="features_finite",
+            passed=not bad,
+            blocking=True,
+            observed=len(bad),
+            expected="0 feature vectors with NaN or infinite values",
+            details={"image_ids": bad[:MAX_EXAMPLES]},
+        )
+    )
+
+    identities = Counter(
+        zip(table.column("model").to_pylist(), table.column("weights").to_pylist(), strict=True)
+    )
+    others = {f"{m} | {w}": n for (m, w), n in identities.items() if (m, w) != (model, weights)}
+    outcomes.append(
+        CheckOutcome(
+            name="single_model",
+            passed=not others,
+            blocking=True,
+            observed=len(others),
+            expected=f"every row computed by {model} with weights {weights}",
+            details={"other_models": others},
+        )
+    )
+
+    every_pair = len(ids) <= ALL_PAIRS_MAX_ROWS
+    found = near_duplicate_pairs(
+        ds, query_ids=None if every_pair else list(computed_ids), threshold=threshold
+    )
+    scope = (
+        f"all pairs of {found.rows} images"
+        if every_pair
+        else f"the {found.queries} images this run computed against all {found.rows}"
+    )
+    details: dict[str, Any] = {
+        "compared": scope,
+        "pairs": [{"image_a": a, "image_b": b, "cosine": c} for a, b, c in found.examples],
+    }
+    if random_init:
+        details["note"] = (
+            "weights are random-init: random features make every pair of images look alike, "
+            "so this check only means something with trained weights (RESNET50_WEIGHTS)"
+        )
+    outcomes.append(
+        CheckOutcome(
+            name="near_duplicate_images",
+            passed=found.count == 0,
+            blocking=False,
+            observed=found.count,
+            expected=f"no two images with feature cosine similarity >= {threshold} ({scope})",
+            details=details,
         )
     )
     return outcomes

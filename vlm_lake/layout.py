@@ -43,6 +43,11 @@ class LakeLayout:
         return uris.join(self.root, "multimodal.lance")
 
     @property
+    def image_features(self) -> str:
+        """``image_features.lance``: ResNet-50 features of every image."""
+        return uris.join(self.root, "image_features.lance")
+
+    @property
     def training_json(self) -> str:
         """``training_data.json``: the alpaca-style training file."""
         return uris.join(self.root, "training_data.json")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from resources import LakeResource, SparkResource
+from resources import FeatureModelResource, LakeResource, SparkResource
 
 
 @pytest.fixture()
@@ -21,4 +21,5 @@ def s3_resources(bucket: str, spark: Any, object_store_resource: Any) -> dict[st
         "object_store": object_store_resource,
         # The session already exists (shared fixture); getOrCreate hands it back.
         "spark": SparkResource(master="local[2]"),
+        "feature_model": FeatureModelResource(),  # random-init weights
     }

@@ -18,6 +18,7 @@ def test_assets_and_lineage() -> None:
         "rejected_documents",
         "multimodal_lance",
         "training_json",
+        "image_features",
     }
     parents = {
         key: {p.to_user_string() for p in graph.get(AssetKey(key)).parent_keys} for key in keys
@@ -29,6 +30,7 @@ def test_assets_and_lineage() -> None:
         "rejected_documents": set(),
         "multimodal_lance": {"image_lance", "text_lance"},
         "training_json": {"multimodal_lance"},
+        "image_features": {"image_lance"},
     }
 
 
@@ -63,10 +65,25 @@ def test_secrets_come_from_env_vars_by_name(monkeypatch) -> None:
 def test_embedded_default_needs_no_environment(monkeypatch) -> None:
     for name in ("RAW_IMAGES_URI", "RAW_TEXTS_URI", "LAKE_URI", "SPARK_MASTER", "SPARK_REMOTE"):
         monkeypatch.delenv(name, raising=False)
-    lake = build_resources()["lake"]
+    for name in ("RESNET50_WEIGHTS", "FEATURES_DEVICE", "FEATURES_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    resources = build_resources()
+    lake = resources["lake"]
     assert lake.raw_images_uri.endswith("sample_data/lanceData")
     assert lake.raw_texts_uri.endswith("testdata.json")
     assert lake.lake_uri == "lake"
+    model = resources["feature_model"]
+    assert (model.weights_uri, model.device, model.precision) == (None, "auto", "auto")
+
+
+def test_weights_and_device_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("RESNET50_WEIGHTS", "s3://models/resnet50.pth")
+    monkeypatch.setenv("FEATURES_DEVICE", "cpu")
+    model = build_resources()["feature_model"]
+    assert model.weights_uri == EnvVar("RESNET50_WEIGHTS")
+    assert model.device == EnvVar("FEATURES_DEVICE")
+    resolved = model.process_config_and_initialize()
+    assert (resolved.weights_uri, resolved.device) == ("s3://models/resnet50.pth", "cpu")
 
 
 def test_checks_guarding_training_are_blocking() -> None:
@@ -87,4 +104,8 @@ def test_checks_guarding_training_are_blocking() -> None:
         ("training_json", "parses"): True,
         ("training_json", "record_count_matches"): True,
         ("training_json", "images_decode"): True,
+        ("image_features", "one_row_per_image"): True,
+        ("image_features", "features_finite"): True,
+        ("image_features", "single_model"): True,
+        ("image_features", "near_duplicate_images"): False,
     }
