@@ -91,8 +91,9 @@ def main() -> int:
     _out(
         f"image features: {features['model'].value}, weights {features['weights'].value}, "
         f"{features['device'].value}/{features['precision'].value}, "
-        f"{features['computed'].value} computed at {features['images_per_second'].value} "
-        f"images/s; vector index: {features['vector_index'].value}"
+        f"{features['computed'].value} computed in {features['spark_seconds'].value} s on "
+        f"Spark (workers start and build the model first); vector index: "
+        f"{features['vector_index'].value}"
     )
     return 0
 

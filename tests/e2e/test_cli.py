@@ -105,10 +105,13 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     assert "Pipeline finished" in out
     assert "first training batch: images [4, 3, 3, 224, 224]" in out
     assert "[[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]" in out
-    for name in ("images.lance", "texts.lance", "multimodal.lance", "training_data.json"):
+    outputs = ("images.lance", "texts.lance", "multimodal.lance", "training_data.json")
+    for name in (*outputs, "image_features.lance"):
         assert str(tmp_path / "lake" / name) in out
     rows = {line.split()[0]: line.split()[1:4] for line in out.splitlines() if "  " in line}
     assert rows["image_lance"] == ["4", "1", "1"]  # rows, version, published version
     assert rows["rejected_images"][0] == "0"
     assert rows["multimodal_lance"] == ["4", "1", "1"]
     assert rows["training_json"] == ["4", "-", "yes"]
+    assert rows["image_features"] == ["4", "1", "1"]
+    assert "weights random-init" in out and "4 computed in" in out
