@@ -91,6 +91,7 @@ def test_new_upload_requests_image_side_with_a_new_run_key(
     assert second.selected == expected_selection(graph, ["image_lance"])
     assert "image_lance" in second.selected and "text_lance" not in second.selected
     assert "multimodal_lance" in second.selected and "training_json" in second.selected
+    assert "image_features" in second.selected  # new images get their features
     assert second.cursor_data["generation"] == 2
     assert tick(second.cursor).skip_message  # and then it is quiet again
 
@@ -143,6 +144,7 @@ def test_texts_only_change_selects_text_side_not_image_ingest(
     assert second.selected == expected_selection(graph, ["text_lance"])
     assert {"text_lance", "multimodal_lance", "training_json"} <= second.selected
     assert "image_lance" not in second.selected
+    assert "image_features" not in second.selected  # a text-only change computes none
     # the images side of the cursor is carried over unchanged
     assert second.cursor_data["sources"]["images"] == first.cursor_data["sources"]["images"]
 

@@ -28,6 +28,8 @@ from vlm_lake.features import (
     FeatureSettings,
     _BroadcastWeights,
     _ExtractTask,
+    _SeedWeights,
+    _StoreWeights,
     extract_features,
     plan_units,
     task_layout,
@@ -245,6 +247,22 @@ def test_the_task_carries_a_broadcast_handle_not_the_model(spark: Any) -> None:
         # mapInArrow consumes the registration itself).
         spark.sparkContext._pickled_broadcast_vars.clear()
         handle.destroy()
+
+
+def test_without_broadcast_workers_load_the_weights_themselves(tmp_path: Path) -> None:
+    """Spark Connect has no broadcast: the seed or the file, checked against the identity."""
+    seeded = _SeedWeights(seed=0)()
+    assert torch.equal(
+        load_state_dict(seeded, "seed")["conv1.weight"], resnet50(0).state_dict()["conv1.weight"]
+    )
+    path = tmp_path / "w.pth"
+    torch.save(resnet50(2).state_dict(), path)
+    weights = ModelWeights.load(str(path), ObjectStore())
+    reader = _StoreWeights(str(path), weights.identity, None)
+    assert reader() == path.read_bytes()
+    torch.save(resnet50(3).state_dict(), path)  # replaced while the run goes on
+    with pytest.raises(RuntimeError, match=r"w\.pth' changed during the run"):
+        reader()
 
 
 def test_task_layout_never_oversubscribes_the_cores(spark: Any) -> None:
