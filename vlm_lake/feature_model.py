@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -97,6 +98,12 @@ def state_dict_bytes(model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
+@functools.cache
+def _resnet50_shapes() -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of torchvision's ResNet-50 state_dict (built once per process)."""
+    return {k: tuple(v.shape) for k, v in ResNet50().state_dict().items()}
+
+
 def load_state_dict(payload: bytes, source: str) -> dict[str, torch.Tensor]:
     """Read ``state_dict`` bytes and check they fit torchvision's ResNet-50 exactly.
 
@@ -125,7 +132,7 @@ def load_state_dict(payload: bytes, source: str) -> dict[str, torch.Tensor]:
             "state_dict of tensors; save model.state_dict() of torchvision's resnet50 (a "
             "training checkpoint must be unwrapped first, e.g. checkpoint['state_dict'])"
         )
-    expected = {k: tuple(v.shape) for k, v in ResNet50().state_dict().items()}
+    expected = _resnet50_shapes()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
     wrong = sorted(

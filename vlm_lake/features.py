@@ -412,11 +412,12 @@ def _plan(image_ds: Any, prev_ds: Any | None, identity: str, full_rebuild: bool)
     ]
     computed_ids = [ids[i] for i in wanted]
     removed = set(have) - current
+    redone = set(computed_ids) & set(have)
     return _Plan(
         positions=np.asarray(wanted, dtype=np.int64),
         ids=computed_ids,
-        stale=removed | (set(computed_ids) & set(have)),
-        reused=len(current & set(have)) - len(set(computed_ids) & set(have)),
+        stale=removed | redone,
+        reused=len(current & set(have)) - len(redone),
         deleted=len(removed),
         full_rebuild=prev_ds is None or full_rebuild,
     )
@@ -508,25 +509,34 @@ def extract_features(
             len(plan.ids), slots, settings.max_images_per_task, settings.min_images_per_task
         )
         slots, threads = task_layout(session, settings.threads_per_task, len(units))
-        started = time.perf_counter()
-        results = _run_on_spark(
-            session,
-            units,
-            plan,
+        task = _ExtractTask(
             image_uri=image_uri,
             image_version=image_ds.version,
             out_uri=out_uri,
-            weights=weights,
-            store_settings=store_settings,
-            image_storage=dict(image_storage or {}),
-            out_storage=dict(out_storage or {}),
+            positions=plan.positions,
+            units=units,
+            weights=_weights_source(session, weights, store_settings),
+            identity=weights.identity,
             device=device,
             precision=precision,
             batch_size=batch_size,
-            slots=slots,
             threads=threads,
-            settings=settings,
+            jpeg_draft=settings.jpeg_draft,
+            image_storage=dict(image_storage or {}),
+            out_storage=dict(out_storage or {}),
         )
+        log.info(
+            "running %d images as %d tasks on %d slots x %d torch threads (%s, %s, batch %d)",
+            len(plan.ids),
+            len(units),
+            slots,
+            threads,
+            device,
+            precision,
+            batch_size,
+        )
+        started = time.perf_counter()
+        results = _run_on_spark(session, task, settings.progress_interval_s)
         seconds = time.perf_counter() - started
     produced = sum(r["rows"] for r in results)
     if produced != len(plan.ids):  # checked before the commit: a short run is never written
@@ -587,59 +597,14 @@ def extract_features(
 
 
 def _run_on_spark(
-    spark: Any,
-    units: list[tuple[int, int]],
-    plan: _Plan,
-    *,
-    image_uri: str,
-    image_version: int,
-    out_uri: str,
-    weights: ModelWeights,
-    store_settings: StoreSettings | None,
-    image_storage: dict[str, str],
-    out_storage: dict[str, str],
-    device: str,
-    precision: str,
-    batch_size: int,
-    slots: int,
-    threads: int,
-    settings: FeatureSettings,
+    spark: Any, task: _ExtractTask, progress_interval_s: float
 ) -> list[dict[str, Any]]:
     """One Spark task per work unit; returns the per-unit results (fragments, timings)."""
-    source = _weights_source(spark, weights, store_settings)
-    task = _ExtractTask(
-        image_uri=image_uri,
-        image_version=image_version,
-        out_uri=out_uri,
-        positions=plan.positions,
-        units=units,
-        weights=source,
-        identity=weights.identity,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        threads=threads,
-        jpeg_draft=settings.jpeg_draft,
-        image_storage=image_storage,
-        out_storage=out_storage,
-    )
-    log.info(
-        "running %d images as %d tasks on %d slots x %d torch threads (%s, %s, batch %d)",
-        len(plan.positions),
-        len(units),
-        slots,
-        threads,
-        device,
-        precision,
-        batch_size,
-    )
-    job = spark.range(0, len(units), 1, len(units)).mapInArrow(task, _RESULT_DDL)
+    job = spark.range(0, len(task.units), 1, len(task.units)).mapInArrow(task, _RESULT_DDL)
     try:
-        with SparkProgress(
-            spark, "image_features", len(plan.positions), settings.progress_interval_s, log
-        ):
+        with SparkProgress(spark, "image_features", len(task.positions), progress_interval_s, log):
             rows = [r.asDict() for r in job.collect()]
     finally:
-        if isinstance(source, _BroadcastWeights):
-            source.handle.destroy()
+        if isinstance(task.weights, _BroadcastWeights):
+            task.weights.handle.destroy()
     return sorted(rows, key=lambda r: r["unit"])
