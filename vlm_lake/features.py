@@ -397,12 +397,13 @@ class _Plan:
     full_rebuild: bool
 
 
-def _plan(image_ds: Any, prev_ds: Any | None, identity: str, full_rebuild: bool) -> _Plan:
+def _plan(image_ds: Any, prev_ds: Any | None, identity: str) -> _Plan:
+    """Compare the images with ``prev_ds`` (None: nothing to keep, compute every image)."""
     images = image_ds.to_table(columns=["image_id", "sha256"])
     ids = images.column("image_id").to_pylist()
     shas = images.column("sha256").to_pylist()
     have: dict[str, tuple[str, str, str]] = {}
-    if prev_ds is not None and not full_rebuild:
+    if prev_ds is not None:
         have = lance_io.column_map(prev_ds, "image_id", "image_sha256", "model", "weights")
     current = set(ids)
     wanted = [
@@ -419,7 +420,7 @@ def _plan(image_ds: Any, prev_ds: Any | None, identity: str, full_rebuild: bool)
         stale=removed | redone,
         reused=len(current & set(have)) - len(redone),
         deleted=len(removed),
-        full_rebuild=prev_ds is None or full_rebuild,
+        full_rebuild=prev_ds is None,
     )
 
 
@@ -489,7 +490,7 @@ def extract_features(
     batch_size = settings.batch_size or (64 if device == "cuda" else 8)
     image_ds = publish.open_version(image_uri, image_storage, image_version)
     prev = _previous(out_uri, out_storage, full_rebuild)
-    plan = _plan(image_ds, prev, weights.identity, full_rebuild)
+    plan = _plan(image_ds, prev, weights.identity)
     log.info(
         "features of %s (version %d) into %s: %d to compute, %d current, %d removed (%s)",
         image_uri,
