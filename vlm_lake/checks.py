@@ -8,6 +8,7 @@ The Dagster assets turn each :class:`CheckOutcome` into an ``AssetCheckResult``.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 from collections import Counter
@@ -402,7 +403,8 @@ def check_training_json(
 ) -> list[CheckOutcome]:
     """Checks of a training JSON file (all blocking).
 
-    The file is read whole and parsed record by record (memory: the file's size).
+    The file is streamed in chunks of :data:`READ_CHUNK_BYTES` and parsed record by record,
+    so memory is one chunk plus one record whatever the file's size.
 
     Args:
         store: Where the file is.
@@ -418,24 +420,13 @@ def check_training_json(
     failures: list[dict[str, Any]] = []
     parse_error: str | None = None
     try:
-        for index, record in enumerate(_stream_json_array(store.read_bytes(uri))):
-            records += 1
-            problem = _record_problem(record)
-            if problem is not None:
-                failures.append({"record": index, "problem": problem})
-                continue
-            for slot, hexed in enumerate(record["input"]):
-                images += 1
-                if not decode:
-                    continue
-                try:
-                    probe_image(bytes.fromhex(hexed), f"{uri} record #{index} input[{slot}]")
-                except ValueError as exc:  # not hex; InvalidImageError is not a ValueError
-                    failures.append({"record": index, "input": slot, "problem": f"not hex: {exc}"})
-                except InvalidImageError as exc:
-                    failures.append({"record": index, "input": slot, "problem": exc.problem})
-    except json.JSONDecodeError as exc:
-        parse_error = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        with store.open_read(uri) as stream:
+            chunks = iter(lambda: stream.read(READ_CHUNK_BYTES), b"")
+            for index, record in enumerate(_stream_json_array(chunks)):
+                records += 1
+                images += _check_record(record, index, uri, decode, failures)
+    except _JSONArrayError as exc:
+        parse_error = str(exc)
     return [
         CheckOutcome(
             name="parses",
@@ -474,39 +465,117 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
-def _stream_json_array(data: bytes) -> Iterator[Any]:
-    """Yield the elements of a JSON array one at a time, raising JSONDecodeError if invalid."""
-    text = data.decode("utf-8")
+def _check_record(
+    record: Any, index: int, uri: str, decode: bool, failures: list[dict[str, Any]]
+) -> int:
+    """Check one training record, appending its problems to ``failures``; return its images."""
+    problem = _record_problem(record)
+    if problem is not None:
+        failures.append({"record": index, "problem": problem})
+        return 0
+    for slot, hexed in enumerate(record["input"]):
+        if not decode:
+            continue
+        try:
+            probe_image(bytes.fromhex(hexed), f"{uri} record #{index} input[{slot}]")
+        except ValueError as exc:  # not hex; InvalidImageError is not a ValueError
+            failures.append({"record": index, "input": slot, "problem": f"not hex: {exc}"})
+        except InvalidImageError as exc:
+            failures.append({"record": index, "input": slot, "problem": exc.problem})
+    return len(record["input"])
+
+
+#: Bytes read from the training JSON at a time.
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+#: Bytes of one record the training JSON check holds at most while it looks for the record's
+#: end; a record larger than this is reported as unparsable instead of filling memory.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
+
+class _JSONArrayError(ValueError):
+    """A JSON array that does not parse, with the line and column (1-based) of the fault."""
+
+    def __init__(self, msg: str, line: int, column: int) -> None:
+        super().__init__(f"{msg} at line {line} column {column}")
+        self.msg, self.line, self.column = msg, line, column
+
+
+def _stream_json_array(
+    chunks: Iterable[bytes], max_record_bytes: int = MAX_RECORD_BYTES
+) -> Iterator[Any]:
+    """Yield the elements of a JSON array read as a stream of byte chunks, one at a time.
+
+    Memory is one chunk plus the largest element, whatever the file's size: consumed text is
+    dropped from the buffer, and an element split across chunks is decoded again once more
+    text arrived.
+
+    Raises:
+        _JSONArrayError: The text is not one JSON array (with line and column).
+    """
     decoder = json.JSONDecoder()
-    n = len(text)
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    source = iter(chunks)
+    text, i, eof, lines_dropped = "", 0, False, 0
 
-    def skip(i: int) -> int:
-        while i < n and text[i] in " \t\r\n":
-            i += 1
-        return i
+    def read_more() -> bool:
+        nonlocal text, i, eof, lines_dropped
+        if eof:
+            return False
+        chunk = next(source, None)
+        lines_dropped += text.count("\n", 0, i)
+        text = text[i:] + (utf8.decode(b"", final=True) if chunk is None else utf8.decode(chunk))
+        i, eof = 0, chunk is None
+        return True
 
-    i = skip(0)
-    if i >= n or text[i] != "[":
-        raise json.JSONDecodeError("expected '['", text, i)
-    i = skip(i + 1)
-    if i < n and text[i] == "]":
-        i = skip(i + 1)
-        if i != n:
-            raise json.JSONDecodeError("extra data after the array", text, i)
+    def fail(msg: str, pos: int) -> _JSONArrayError:
+        line = lines_dropped + text.count("\n", 0, pos) + 1
+        return _JSONArrayError(msg, line, pos - text.rfind("\n", 0, pos))
+
+    def skip() -> None:
+        nonlocal i
+        while True:
+            while i < len(text) and text[i] in " \t\r\n":
+                i += 1
+            if i < len(text) or not read_more():
+                return
+
+    def expect_end() -> None:
+        skip()
+        if i != len(text):
+            raise fail("extra data after the array", i)
+
+    skip()
+    if i >= len(text) or text[i] != "[":
+        raise fail("expected '['", i)
+    i += 1
+    skip()
+    if i < len(text) and text[i] == "]":
+        i += 1
+        expect_end()
         return
     while True:
-        value, i = decoder.raw_decode(text, i)
+        while True:
+            try:
+                value, end = decoder.raw_decode(text, i)
+            except json.JSONDecodeError as exc:
+                if len(text) - i > max_record_bytes or not read_more():
+                    raise fail(exc.msg, exc.pos) from exc
+                continue
+            if end == len(text) and read_more():  # a number may go on in the next chunk
+                continue
+            break
         yield value
-        i = skip(i)
-        if i < n and text[i] == ",":
-            i = skip(i + 1)
+        i = end
+        skip()
+        if i < len(text) and text[i] == ",":
+            i += 1
+            skip()
             continue
-        if i < n and text[i] == "]":
-            i = skip(i + 1)
-            if i != n:
-                raise json.JSONDecodeError("extra data after the array", text, i)
+        if i < len(text) and text[i] == "]":
+            i += 1
+            expect_end()
             return
-        raise json.JSONDecodeError("expected ',' or ']'", text, i)
+        raise fail("expected ',' or ']'", i)
 
 
 __all__ = [

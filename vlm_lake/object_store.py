@@ -419,6 +419,34 @@ class ObjectStore:
                 time.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
+    @contextlib.contextmanager
+    def open_read(self, uri: str) -> Iterator[BinaryIO]:
+        """Open one object for streaming reads (``.read(n)``), without loading it whole.
+
+        Locally a file; on S3 the body of one ``GetObject`` (the request is retried by
+        boto3; a connection dropped mid-stream raises, so the caller reads again).
+
+        Raises:
+            ObjectNotFoundError: No object at ``uri`` (also a ``FileNotFoundError``).
+            ObjectStoreError: The request failed after retries (names ``uri``).
+        """
+        uri = uris.normalize(uri)
+        if not uris.is_remote(uri):
+            with Path(uri).open("rb") as local:
+                yield local
+            return
+        bucket, key = uris.split_bucket_key(uri)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except _botocore_errors() as exc:
+            _raise_store_error(_store_error("GetObject", uri, exc), exc)
+        with contextlib.closing(body):
+            try:
+                yield body
+            except _body_read_errors() as exc:
+                error = ObjectStoreError("GetObject", uri, type(exc).__name__, str(exc))
+                _raise_store_error(error, exc)
+
     def exists(self, uri: str) -> bool:
         """Return True if one object (not a prefix) exists at ``uri``."""
         uri = uris.normalize(uri)
