@@ -334,7 +334,7 @@ class ObjectStore:
             yield _local_info(p)
             return
         if p.is_dir():
-            yield from _walk_in_key_order(p)
+            yield from _walk_in_key_order(p.resolve())
 
     def _list_remote(self, uri: str) -> Iterator[ObjectInfo]:
         bucket, key = uris.split_bucket_key(uri)
@@ -509,13 +509,18 @@ def _walk_in_key_order(folder: Path) -> Iterator[ObjectInfo]:
 
     Sorting a folder's entries with ``name/`` for sub-folders and recursing in that order
     gives the lexicographic order of full paths, streaming, without listing everything.
+
+    ``folder`` must be resolved (absolute, no symbolic links): every path built under it is
+    then resolved already, so only the symbolic links met on the way are resolved again
+    (resolving every file costs a system call per path component, per file).
     """
     entries = sorted(os.scandir(folder), key=lambda e: e.name + ("/" if e.is_dir() else ""))
     for entry in entries:
+        path = Path(entry.path)
         if entry.is_dir():
-            yield from _walk_in_key_order(Path(entry.path))
+            yield from _walk_in_key_order(path.resolve() if entry.is_symlink() else path)
         elif entry.is_file():
-            yield _local_info(Path(entry.path))
+            yield _local_info(path, resolved=not entry.is_symlink())
 
 
 def _current_umask() -> int:
@@ -524,9 +529,9 @@ def _current_umask() -> int:
     return mask
 
 
-def _local_info(p: Path) -> ObjectInfo:
+def _local_info(p: Path, *, resolved: bool = False) -> ObjectInfo:
     st = p.stat()
-    path = str(p.resolve())
+    path = str(p) if resolved else str(p.resolve())
     return ObjectInfo(path, path, st.st_size, f"{st.st_mtime_ns}-{st.st_size}")
 
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from vlm_lake import lance_io, publish
 from vlm_lake.errors import DuplicateKeyError, InvalidDocumentError, SourceNotFoundError
+from vlm_lake.lance_layout import TEXTS_LAYOUT, maintain
 from vlm_lake.object_store import ObjectInfo, ObjectStore
 from vlm_lake.progress import Progress
 from vlm_lake.quarantine import (
@@ -519,19 +520,20 @@ def ingest_texts(
             assert base is not None
             kept = _carry_rows(dataset_uri, storage, base, missing, num_slots)
             batches = itertools.chain(batches, kept)
-        ds = lance_io.write_batches(
+        lance_io.write_batches(
             track(batches),
             dataset_uri,
             text_schema(num_slots),
             storage,
             mode="overwrite",
+            max_rows_per_file=TEXTS_LAYOUT.rows_per_fragment,
             commit_message=f"ingest texts from {texts_uri} (full rebuild)",
         )
         dropped = len(missing) if existing is not None and options.delete_missing else 0
         stats = lance_io.MergeStats(len(written), 0, dropped)
     elif changed or delete:
         batches = iter_text_batches(store, scan, changed, num_slots, options.batch_rows, progress)
-        ds, stats = lance_io.merge_batches(
+        _, stats = lance_io.merge_batches(
             track(batches),
             dataset_uri,
             text_schema(num_slots),
@@ -539,12 +541,14 @@ def ingest_texts(
             on="docid",
             delete_keys=delete,
         )
-    else:
-        ds = lance_io.open_dataset(dataset_uri, storage)
+    committed = rebuild or bool(changed) or bool(delete)
+    if committed:  # index (and, by policy, compaction) on top: the latest is the candidate
+        maintain(dataset_uri, storage, TEXTS_LAYOUT)
+    ds = lance_io.open_dataset(dataset_uri, storage)
     progress.done()
     return TextIngestReport(
         summary=lance_io.summarize(ds, dataset_uri),
-        committed=rebuild or bool(changed) or bool(delete),
+        committed=committed,
         full_rebuild=rebuild,
         base_version=base,
         files=len(scan.files),

@@ -55,6 +55,7 @@ def test_failed_blocking_check_is_not_published_and_stops_downstream(
     layout = LakeLayout.at(f"s3://{bucket}/lake")
     opts = s3_store.storage_options(layout.root)
     training_before = s3_store.read_bytes(layout.training_json)
+    published_before = publish.published(layout.texts, opts).version
 
     result = materialize(
         [buggy_text_lance, multimodal_lance, training_json],
@@ -71,11 +72,11 @@ def test_failed_blocking_check_is_not_published_and_stops_downstream(
     assert checks["schema_as_contracted"].passed
     (mat,) = result.get_asset_materialization_events()
     assert mat.materialization.metadata["published"].value is False
-    assert mat.materialization.metadata["lance/published_version"].value == 1
+    assert mat.materialization.metadata["lance/published_version"].value == published_before
     # downstream assets did not run; the published versions and the file are unchanged
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {"text_lance"}
-    assert publish.published(layout.texts, opts).version == 1
+    assert publish.published(layout.texts, opts).version == published_before
     assert lance_io.open_dataset(layout.texts, opts).count_rows() == 5  # the bad candidate
     published_texts = publish.open_published(layout.texts, opts).to_table()
     assert published_texts.num_rows == 3

@@ -77,12 +77,13 @@ def test_seed_example_end_to_end(s3_resources: dict[str, Any], s3_store, bucket:
     for key, rows in (("image_lance", 3), ("text_lance", 3), ("multimodal_lance", 3)):
         meta = by_key[key]
         assert meta["dagster/row_count"].value == rows
-        assert meta["lance/version"].value == 1
+        # version 2: the rows, then the key index (an overwrite drops indices)
+        assert meta["lance/version"].value == 2
         assert meta["dagster/uri"].value.startswith(f"s3://{bucket}/lake/")
         assert meta["dagster/column_schema"].schema.columns
         assert "bytes>" in meta["preview"].value or key == "text_lance"
         assert meta["published"].value is True
-        assert meta["lance/published_version"].value == 1
+        assert meta["lance/published_version"].value == 2
     assert by_key["training_json"]["dagster/row_count"].value == 3
     assert "ffd8ffe0" in by_key["training_json"]["preview"].value  # JPEG magic, hex
     assert by_key["multimodal_lance"]["dangling_references"].value == 0
@@ -113,12 +114,12 @@ def test_rematerialize_without_change_commits_nothing(
     }
     for key in ("image_lance", "text_lance", "multimodal_lance"):
         assert meta[key]["committed"].value is False
-        assert meta[key]["lance/version"].value == 1
+        assert meta[key]["lance/version"].value == 2
     assert meta["image_lance"]["unchanged"].value == 3
     assert meta["image_lance"]["downloaded_bytes"].value == 0
     layout = LakeLayout.at(f"s3://{bucket}/lake")
     opts = s3_store.storage_options(layout.root)
     for uri in (layout.images, layout.texts, layout.multimodal):
         ds = lance_io.open_dataset(uri, opts)
-        assert ds.version == 1
+        assert ds.version == 2
         assert ds.count_rows() == 3

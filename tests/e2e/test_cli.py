@@ -78,7 +78,7 @@ def test_dagster_asset_materialize_on_s3(s3_endpoint, s3_store, bucket, dagster_
     mm = lance.dataset(f"s3://{bucket}/lake/multimodal.lance", storage_options=opts)
     assert mm.count_rows() == 3
     for name in ("images", "texts", "multimodal"):  # every checked version was published
-        assert publish.published(f"s3://{bucket}/lake/{name}.lance", opts).version == 1
+        assert publish.published(f"s3://{bucket}/lake/{name}.lance", opts).version == 2
     records = json.loads(s3_store.read_bytes(f"s3://{bucket}/lake/training_data.json"))
     assert [len(r["input"]) for r in records] == [2, 2, 3]
     assert sha256(bytes.fromhex(records[2]["input"][2])) == sha256(originals["image3"])
@@ -109,9 +109,9 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     for name in (*outputs, "image_features.lance"):
         assert str(tmp_path / "lake" / name) in out
     rows = {line.split()[0]: line.split()[1:4] for line in out.splitlines() if "  " in line}
-    assert rows["image_lance"] == ["4", "1", "1"]  # rows, version, published version
+    assert rows["image_lance"] == ["4", "2", "2"]  # rows, version (data + index), published
     assert rows["rejected_images"][0] == "0"
-    assert rows["multimodal_lance"] == ["4", "1", "1"]
+    assert rows["multimodal_lance"] == ["4", "2", "2"]
     assert rows["training_json"] == ["4", "-", "yes"]
     assert rows["image_features"] == ["4", "1", "1"]
     assert "weights random-init" in out and "4 computed in" in out

@@ -20,6 +20,7 @@ from helpers import photo_variant, sha256
 from vlm_lake import checks, publish
 from vlm_lake.image_ingest import IMAGE_SCHEMA, ImageIngestOptions, ingest_images
 from vlm_lake.lance_io import open_dataset
+from vlm_lake.lance_layout import MULTIMODAL_LAYOUT, maintain
 from vlm_lake.multimodal import affected_documents, build_multimodal, multimodal_schema
 from vlm_lake.object_store import ObjectStore
 from vlm_lake.text_ingest import TextIngestOptions, ingest_texts, text_schema
@@ -294,9 +295,11 @@ def _published_output(v: Versions, out: str, docs: list[dict[str, Any]], t: int,
         }
         for d in docs
     ]
-    ds = lance.write_dataset(pa.Table.from_pylist(rows, schema=multimodal_schema(3)), out)
-    publish.publish(out, ds.version, lineage={"texts_version": str(t), "images_version": str(i)})
-    return ds.version
+    lance.write_dataset(pa.Table.from_pylist(rows, schema=multimodal_schema(3)), out)
+    maintain(out, None, MULTIMODAL_LAYOUT)  # the docid index, as the join adds it
+    version = open_dataset(out).version
+    publish.publish(out, version, lineage={"texts_version": str(t), "images_version": str(i)})
+    return version
 
 
 def test_unchanged_inputs_need_no_spark(versions: Versions, tmp_path: Path) -> None:
