@@ -11,6 +11,8 @@ resizes and crops on the CPU and returns ``uint8`` (a quarter of the bytes of fl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image
@@ -85,6 +87,57 @@ def imagenet_uint8(
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def to_float(
+    batch: torch.Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    non_blocking: bool = True,
+) -> torch.Tensor:
+    """``uint8`` images -> float32 on ``device``: ``x / 255``, or ``(x / 255 - mean) / std``.
+
+    The ``uint8`` tensor is moved first (4x fewer bytes to a GPU than float32) and
+    converted there. Without ``mean`` / ``std`` the result equals
+    ``VLMDataset(output="float")``; with ``mean=IMAGENET_MEAN, std=IMAGENET_STD`` it is the
+    ImageNet normalisation of :func:`normalize_batch`.
+
+    Args:
+        batch: ``uint8`` RGB images with the channels in dimension -3: ``[3, H, W]``,
+            ``[B, 3, H, W]`` or ``[B, K, 3, H, W]`` (``VLMDataset(output="uint8")``).
+        device: Where the result lives.
+        mean: Per-channel means on the 0..1 scale (3 values), or None for 0.
+        std: Per-channel standard deviations on the 0..1 scale (3 positive values), or
+            None for 1.
+        non_blocking: Copy asynchronously where possible (a pinned batch to a GPU).
+
+    Returns:
+        float32 tensor of the same shape on ``device``.
+
+    Raises:
+        ValueError: The batch is not ``uint8`` with 3 channels in dimension -3, or ``mean``
+            / ``std`` are not 3 values (``std`` positive).
+    """
+    if batch.dtype != torch.uint8 or batch.dim() < 3 or batch.shape[-3] != 3:
+        raise ValueError(
+            f"batch of dtype {batch.dtype} and shape {tuple(batch.shape)} is not allowed; "
+            "expected uint8 [..., 3, H, W]"
+        )
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != 3:
+            raise ValueError(f"{name}={values!r} is not allowed; expected 3 values (R, G, B)")
+    if std is not None and min(std) <= 0:
+        raise ValueError(f"std={std!r} is not allowed; expected 3 positive values")
+    x = batch.to(device, non_blocking=non_blocking).float()
+    if mean is None and std is None:
+        return x.div_(255.0)
+    # (x / 255 - mean) / std computed as (x - 255 mean) / (255 std): one pass fewer.
+    zeros, ones = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    m = torch.tensor(zeros if mean is None else mean, device=x.device).mul_(255.0)
+    s = torch.tensor(ones if std is None else std, device=x.device).mul_(255.0)
+    return x.sub_(m.view(3, 1, 1)).div_(s.view(3, 1, 1))
+
+
 def normalize_batch(
     batch: torch.Tensor,
     *,
@@ -109,8 +162,5 @@ def normalize_batch(
             f"batch of dtype {batch.dtype} and shape {tuple(batch.shape)} is not allowed; "
             "expected uint8 [B, 3, H, W]"
         )
-    x = batch.to(device, non_blocking=True).float()
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).mul_(255.0).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).mul_(255.0).view(1, 3, 1, 1)
-    x = x.sub_(mean).div_(std)
+    x = to_float(batch, device=device, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

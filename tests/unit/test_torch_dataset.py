@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,15 @@ from vlm_lake.errors import DatasetNotFoundError
 from vlm_lake.image_ingest import IMAGE_SCHEMA
 from vlm_lake.multimodal import multimodal_schema
 from vlm_lake.object_store import ObjectStore
+from vlm_lake.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_batch, to_float
 from vlm_lake.text_ingest import text_schema
-from vlm_lake.torch_dataset import VLMDataset
+from vlm_lake.torch_dataset import (
+    POOLED_BATCH_BYTES,
+    VLMDataset,
+    _BufferPool,
+    _Shipment,
+    collate,
+)
 
 
 def _gray_jpeg() -> bytes:
@@ -160,7 +168,9 @@ def test_dataloader_fork_workers(mm_uri: str, reference: tuple[list[str], torch.
 def test_dataloader_forkserver_workers(
     mm_uri: str, reference: tuple[list[str], torch.Tensor]
 ) -> None:
-    assert VLMDataset.loader_kwargs() == {"multiprocessing_context": "forkserver"}
+    kwargs = VLMDataset.loader_kwargs()
+    assert kwargs["multiprocessing_context"] == "forkserver"
+    assert kwargs["collate_fn"] is collate and kwargs["persistent_workers"] is True
     loader = DataLoader(
         VLMDataset(mm_uri),
         batch_size=8,
@@ -193,9 +203,15 @@ def test_version_is_pinned(tmp_path: Path) -> None:
 
 
 def test_image_size_and_transform(mm_uri: str) -> None:
-    _, small = VLMDataset(mm_uri, image_size=32)[0]
+    _, small = VLMDataset(mm_uri, image_size=32, draft=False)[0]
     assert small.shape == (3, 3, 32, 32)
     assert torch.allclose(small[0], _expected_tensor(JPEG1, 32), atol=1e-6)
+    # The default draft mode decodes the 451x300 JPEG at 1/8 scale (57x38) for a 32x32
+    # output: not the same pixels, but close (measured: 3.9 levels of 255 on average; the
+    # DCT's 8x8 box filter differs most from the bilinear filter at such a large ratio).
+    _, drafted = VLMDataset(mm_uri, image_size=32)[0]
+    assert drafted.shape == (3, 3, 32, 32) and not torch.equal(drafted[0], small[0])
+    assert float((drafted[0] - small[0]).abs().mean()) < 6 / 255
 
     def transform(image: Image.Image) -> torch.Tensor:
         return torch.full((3, 16, 16), image.size[0] / 1000.0)
@@ -273,3 +289,232 @@ def test_dataset_without_image_slots_is_rejected(tmp_path: Path) -> None:
     write_published(pa.table({"docid": ["a"], "text": ["t"]}), uri)
     with pytest.raises(ValueError, match="no image_idN / imageN columns"):
         VLMDataset(uri)
+
+
+# --- uint8 output, device-side normalisation, the zero-copy collate, draft mode -------------
+
+
+def _expected_uint8(data: bytes, size: int = 224) -> torch.Tensor:
+    """Independent reference: Pillow RGB + bilinear resize, uint8 [3, H, W]."""
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def test_uint8_output_pixels(mm_uri: str) -> None:
+    ds = VLMDataset(mm_uri, output="uint8")
+    for index, (_, text, images) in enumerate(DOCS):
+        got_text, tensor = ds[index]
+        assert got_text == text
+        assert tensor.shape == (3, 3, 224, 224) and tensor.dtype == torch.uint8
+        for slot, data in enumerate(images):
+            if data is None:
+                assert torch.count_nonzero(tensor[slot]) == 0
+            else:
+                assert torch.equal(tensor[slot], _expected_uint8(data))
+
+
+def test_to_float_of_uint8_equals_float_output(mm_uri: str) -> None:
+    texts8, u8 = collate(VLMDataset(mm_uri, output="uint8").__getitems__([0, 1, 2]))
+    textsf, f32 = collate(VLMDataset(mm_uri).__getitems__([0, 1, 2]))
+    assert texts8 == textsf == tuple(d[1] for d in DOCS)
+    assert u8.shape == f32.shape == (3, 3, 3, 224, 224)
+    converted = to_float(u8)
+    assert converted.dtype == torch.float32
+    assert torch.equal(converted, f32)  # bit for bit what output="float" gives
+    assert float(u8[0, 0, 0, 0, 0]) / 255.0 == pytest.approx(float(f32[0, 0, 0, 0, 0]))
+
+
+def test_to_float_imagenet_matches_normalize_batch(mm_uri: str) -> None:
+    _, u8 = VLMDataset(mm_uri, output="uint8")[1]  # [K, 3, H, W] is a batch of K images
+    got = to_float(u8, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert torch.equal(got, normalize_batch(u8, channels_last=False))
+    pixel = u8[0, :, 10, 20].float() / 255.0
+    expected = (pixel - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(got[0, :, 10, 20], expected, atol=1e-5)
+    only_mean = to_float(u8, mean=(0.5, 0.5, 0.5))
+    assert torch.allclose(only_mean, u8.float() / 255.0 - 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("batch", "kwargs", "message"),
+    [
+        (torch.zeros(2, 3, 4, 4), {}, r"dtype torch.float32 and shape \(2, 3, 4, 4\)"),
+        (torch.zeros(2, 4, 4, dtype=torch.uint8), {}, r"expected uint8 \[\.\.\., 3, H, W\]"),
+        (torch.zeros(3, 4, 4, dtype=torch.uint8), {"mean": (0.5, 0.5)}, r"mean=\(0.5, 0.5\)"),
+        (torch.zeros(3, 4, 4, dtype=torch.uint8), {"std": (1.0, 0.0, 1.0)}, r"positive"),
+    ],
+)
+def test_to_float_rejects(batch: torch.Tensor, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        to_float(batch, **kwargs)
+
+
+def test_output_and_transform_arguments_are_checked(mm_uri: str) -> None:
+    with pytest.raises(ValueError, match=r"output='int16' is not allowed.*'float', 'uint8'"):
+        VLMDataset(mm_uri, output="int16")
+    with pytest.raises(ValueError, match=r"output='uint8' with a transform is not allowed"):
+        VLMDataset(mm_uri, output="uint8", transform=lambda im: torch.zeros(3, 8, 8))
+
+
+def test_collate_passes_the_batch_on_without_a_copy(mm_uri: str) -> None:
+    items = VLMDataset(mm_uri, output="uint8").__getitems__([2, 0])
+    texts, images = collate(items)
+    assert texts == (DOCS[2][1], DOCS[0][1])  # a tuple, as default_collate gives
+    assert images.shape == (2, 3, 3, 224, 224)
+    assert images.data_ptr() == items[0][1].data_ptr()  # the same memory, no stack
+    assert torch.equal(images[1], items[1][1])
+    # Anything else (a plain list, a wrapped dataset's samples) is stacked as usual.
+    copied_texts, copied = collate(list(items))
+    assert copied_texts == texts and torch.equal(copied, images)
+    assert copied.data_ptr() != images.data_ptr()
+
+
+@pytest.mark.parametrize("output", ["uint8", "float"])
+def test_dataloader_with_loader_kwargs(
+    mm_uri: str, reference: tuple[list[str], torch.Tensor], output: str
+) -> None:
+    loader = DataLoader(
+        VLMDataset(mm_uri, output=output),
+        batch_size=2,
+        num_workers=2,
+        timeout=120,
+        **VLMDataset.loader_kwargs(),
+    )
+    for _ in range(2):  # two epochs through the same persistent workers
+        batches = list(loader)
+        assert [len(b[0]) for b in batches] == [2, 1]
+        texts = [t for b in batches for t in b[0]]
+        images = torch.cat([b[1] for b in batches])
+        assert texts == reference[0]
+        if output == "uint8":
+            assert images.dtype == torch.uint8
+            assert torch.equal(to_float(images), reference[1])
+        else:
+            assert torch.equal(images, reference[1])
+
+
+def test_uint8_with_the_default_collate(mm_uri: str) -> None:
+    texts, images = next(iter(DataLoader(VLMDataset(mm_uri, output="uint8"), batch_size=3)))
+    assert list(texts) == [d[1] for d in DOCS]
+    assert images.shape == (3, 3, 3, 224, 224) and images.dtype == torch.uint8
+    assert torch.equal(images[0, 1], _expected_uint8(JPEG2))
+
+
+def _large_jpeg(size: tuple[int, int]) -> bytes:
+    """A real photo (the sample image2.jpg) scaled up to ``size`` and saved as JPEG."""
+    with Image.open(io.BytesIO(JPEG2)) as im:
+        big = im.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _one_image_dataset(tmp_path: Path, data: bytes, **kwargs: Any) -> torch.Tensor:
+    uri = str(tmp_path / f"one-{len(data)}.lance")
+    if not Path(uri).exists():
+        write_published(_table([("d", "t", [data, None, None])]), uri, schema=multimodal_schema(3))
+    return VLMDataset(uri, **kwargs)[0][1][0]
+
+
+def test_draft_on_a_large_jpeg_is_close_to_the_full_decode(tmp_path: Path) -> None:
+    data = _large_jpeg((1000, 800))  # both sides >= 2 x 224: decoded at 1/2 scale
+    drafted = _one_image_dataset(tmp_path, data, output="uint8")
+    full = _one_image_dataset(tmp_path, data, output="uint8", draft=False)
+    assert drafted.shape == full.shape == (3, 224, 224)
+    assert torch.equal(full, _expected_uint8(data))  # draft=False: the plain Pillow resize
+    assert not torch.equal(drafted, full)  # the draft path was taken
+    diff = (drafted.int() - full.int()).abs().float()
+    # Measured: 0.30 levels (of 255) mean, 8 at most; the bound leaves room for codecs.
+    assert float(diff.mean()) < 1.0
+    assert float(diff.max()) < 32
+    floats = _one_image_dataset(tmp_path, data)
+    assert torch.equal(floats, drafted.float() / 255.0)
+
+
+@pytest.mark.parametrize("size", [(447, 600), (600, 440)])
+def test_draft_is_not_used_below_twice_the_target(tmp_path: Path, size: tuple[int, int]) -> None:
+    data = _large_jpeg(size)  # one side < 448 = 2 x 224: a full decode either way
+    drafted = _one_image_dataset(tmp_path, data, output="uint8")
+    assert drafted.shape == (3, 224, 224)
+    assert torch.equal(drafted, _expected_uint8(data))
+    assert torch.equal(drafted, _one_image_dataset(tmp_path, data, output="uint8", draft=False))
+
+
+def test_draft_follows_image_size(tmp_path: Path) -> None:
+    data = _large_jpeg((600, 400))  # >= 2 x 112 but < 2 x 224
+    assert torch.equal(_one_image_dataset(tmp_path, data, output="uint8"), _expected_uint8(data))
+    small = _one_image_dataset(tmp_path, data, output="uint8", image_size=112)
+    assert small.shape == (3, 112, 112)
+    expected = _expected_uint8(data, 112)
+    assert not torch.equal(small, expected)
+    assert float((small.int() - expected.int()).abs().float().mean()) < 1.5
+
+
+def test_pickle_keeps_output_and_draft(mm_uri: str) -> None:
+    ds = VLMDataset(mm_uri, output="uint8", draft=False)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone.output == "uint8" and clone.draft is False
+    assert torch.equal(clone[0][1], ds[0][1])
+
+
+def test_worker_buffers_are_reused_with_zeros_where_images_are_missing(
+    mm_uri: str, reference: tuple[list[str], torch.Tensor]
+) -> None:
+    """One worker, one document per batch: every batch after the first few decodes into a
+    buffer the main process handed back, which held another document's pixels."""
+    for output in ("uint8", "float"):
+        loader = DataLoader(
+            VLMDataset(mm_uri, output=output),
+            batch_size=1,
+            num_workers=1,
+            timeout=120,
+            **VLMDataset.loader_kwargs(),
+        )
+        for _ in range(4):  # 12 batches through a pool of 4 buffers
+            for i, (texts, images) in enumerate(loader):
+                assert list(texts) == [reference[0][i]]
+                got = to_float(images) if output == "uint8" else images
+                assert torch.equal(got[0], reference[1][i])
+
+
+def test_buffer_pool_hands_a_buffer_back_only_after_the_main_process_copied_it() -> None:
+    pool = _BufferPool(2)
+    first, fresh = pool.take(12)
+    assert fresh and torch.count_nonzero(torch.tensor(list(first.storage))) == 0
+    pixels = torch.empty(0, dtype=torch.uint8).set_(first.storage, 0, (1, 1, 3, 2, 2))
+    pixels.fill_(7)
+    first.shipped = True
+    second, fresh = pool.take(12)  # the first is still on its way: a new one
+    assert fresh and second.storage.data_ptr() != first.storage.data_ptr()
+    # The trip to the main process: a copy comes out, the buffer is flagged as released.
+    received = pickle.loads(ForkingPickler.dumps(_Shipment(pixels, False, 12)))
+    assert torch.equal(received, torch.full((1, 1, 3, 2, 2), 7, dtype=torch.uint8))
+    assert received.data_ptr() != pixels.data_ptr()
+    assert first.released()
+    # The second was never shipped (say the default collate copied it): it is forgotten.
+    again, fresh = pool.take(12)
+    assert not fresh and again is first and not again.released()
+    assert pool.buffers == [first]
+    floats = pickle.loads(ForkingPickler.dumps(_Shipment(pixels, True, None)))
+    assert floats.dtype == torch.float32 and torch.allclose(
+        floats, torch.full_like(floats, 7 / 255)
+    )
+
+
+@pytest.mark.parametrize(("output", "size"), [("float", 600), ("uint8", 1120)])
+def test_batches_over_the_pooled_size_go_through_new_shared_memory(
+    mm_uri: str, output: str, size: int
+) -> None:
+    """3 documents x 3 slots at these sizes are over 32 MiB: made in new shared memory."""
+    ds = VLMDataset(mm_uri, output=output, image_size=size)
+    itemsize = 4 if output == "float" else 1
+    assert 3 * 3 * 3 * size * size * itemsize > POOLED_BATCH_BYTES
+    expected_texts, expected = collate(ds.__getitems__([0, 1, 2]))
+    loader = DataLoader(ds, batch_size=3, num_workers=2, timeout=120, **VLMDataset.loader_kwargs())
+    for _ in range(2):
+        ((texts, images),) = list(loader)
+        assert texts == expected_texts
+        assert images.shape == (3, 3, 3, size, size) and images.dtype == expected.dtype
+        assert torch.equal(images, expected)
+        assert torch.count_nonzero(images[0, 2]) == 0 and torch.count_nonzero(images[2, 0]) == 0
