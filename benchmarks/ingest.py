@@ -45,9 +45,9 @@ log = logging.getLogger("benchmarks.ingest")
 BUCKET = "bench"
 PREFIX = "images"
 #: Timed runs of each side (alternating); the best of each is reported.
-REPEATS = 2
+REPEATS = 3
 #: Most photos ingested (the first ones of the data set).
-MAX_IMAGES = 5000
+MAX_IMAGES = 4000
 
 
 def plain_list(client: Any, bucket: str, prefix: str) -> list[str]:
