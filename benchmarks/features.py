@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import markdown, row
 from benchmarks.data import write_photos
 from vlm_lake import publish
 from vlm_lake.feature_model import (
@@ -146,17 +147,6 @@ def decode_rate(blobs: list[bytes]) -> tuple[torch.Tensor, float]:
     return images, len(blobs) / (time.perf_counter() - started)
 
 
-def _row(name: str, ours: float, baseline: float | None, unit: str) -> dict[str, Any]:
-    ratio = ours / baseline if baseline else None
-    return {
-        "name": name,
-        "ours": round(ours, 3),
-        "baseline": None if baseline is None else round(baseline, 3),
-        "unit": unit,
-        "ratio": None if ratio is None else round(ratio, 3),
-    }
-
-
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Prepare the data, measure everything, return the result rows."""
     device = resolve_device(args.device)
@@ -232,22 +222,22 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     peak = bf16_peak if precision == "bf16" else fp32_peak
     hardware = "hardware" if bf16_supported(device) else "emulated"
     rows = [
-        _row(f"matmul peak fp32 ({device}, n={fp32_n})", fp32_peak, None, "GFLOP/s"),
-        _row(
+        row(f"matmul peak fp32 ({device}, n={fp32_n})", fp32_peak, None, "GFLOP/s"),
+        row(
             f"matmul peak bf16 ({device}, {hardware}, n={bf16_n})",
             bf16_peak,
             fp32_peak,
             "GFLOP/s (ratio: vs fp32)",
         ),
-        _row("ResNet-50 to the pooled features, one 224x224 image", gflop, None, "GFLOP"),
-        _row(f"plain loop {precision} vs matmul peak {precision}", plain * gflop, peak, "GFLOP/s"),
-        _row(
+        row("ResNet-50 to the pooled features, one 224x224 image", gflop, None, "GFLOP"),
+        row(f"plain loop {precision} vs matmul peak {precision}", plain * gflop, peak, "GFLOP/s"),
+        row(
             f"plain loop {precision} ({device}, batch {batch_size}, {cores} threads)",
             plain,
             None,
             "images/s",
         ),
-        _row(
+        row(
             f"plain loop {other} (subset of {len(subset)})",
             plain_other,
             plain,
@@ -256,7 +246,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
     for label, ips, result in runs:
         rows.append(
-            _row(
+            row(
                 f"Spark path {label} ({args.master}, {result.tasks} tasks, "
                 f"{result.task_slots}x{result.threads_per_task} threads) vs plain loop",
                 ips,
@@ -265,26 +255,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
         )
     rows += [
-        _row(
+        row(
             "plain loop vs seed-style loop (eager NCHW, 1 image/call)",
             plain,
             seed_style,
             "images/s",
         ),
-        _row("decode + resize + crop, one core", decode_ips, None, "images/s"),
+        row("decode + resize + crop, one core", decode_ips, None, "images/s"),
     ]
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return rows
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table."""
-    lines = ["| measurement | ours | baseline | unit | ratio |", "|---|---:|---:|---|---:|"]
-    for r in rows:
-        cells = [r["name"], r["ours"], r["baseline"], r["unit"], r["ratio"]]
-        lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from py4j.protocol import Py4JError
 
 from benchmarks.common import Context, MiB, Row, row, timed, tree_rss
 
@@ -86,7 +87,7 @@ class MemorySampler:
         self.tree_rss = max(self.tree_rss, tree_rss(self._proc.pid))
         try:
             used = self._runtime.totalMemory() - self._runtime.freeMemory()
-        except Exception:  # noqa: BLE001 - the gateway may be busy closing; keep the peak
+        except Py4JError:  # the gateway may be busy or closing; keep the peak so far
             return
         self.jvm_heap = max(self.jvm_heap, int(used))
 

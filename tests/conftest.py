@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -18,15 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
 
-from helpers import S3_KEY, S3_REGION, S3_SECRET  # noqa: E402
+from helpers import S3_KEY, S3_REGION, S3_SECRET, free_port  # noqa: E402
 
 from vlm_lake.object_store import ObjectStore, StoreSettings  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,7 +35,7 @@ def s3_endpoint() -> Iterator[str]:
     """A real S3 API served over HTTP on 127.0.0.1 by moto's server mode."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

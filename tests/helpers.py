@@ -5,12 +5,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from vlm_lake.layout import SAMPLE_DATA
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
 
 S3_REGION = "us-east-1"
 S3_KEY = "test-access-key-id"

@@ -473,9 +473,7 @@ def _check_record(
     if problem is not None:
         failures.append({"record": index, "problem": problem})
         return 0
-    for slot, hexed in enumerate(record["input"]):
-        if not decode:
-            continue
+    for slot, hexed in enumerate(record["input"] if decode else []):
         try:
             probe_image(bytes.fromhex(hexed), f"{uri} record #{index} input[{slot}]")
         except ValueError as exc:  # not hex; InvalidImageError is not a ValueError

@@ -26,6 +26,7 @@ from typing import Any
 
 import pyspark
 import pytest
+from helpers import free_port
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,6 @@ SPARK_HOME = Path(pyspark.__file__).resolve().parent
 #: Seconds a server may take to become ready (JVM start on 2 busy cores included).
 READY_TIMEOUT_S = 120.0
 WORKERS = 2
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def log_tail(path: Path, lines: int = 60) -> str:

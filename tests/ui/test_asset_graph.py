@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,6 @@ def _expected_graph() -> tuple[dict[str, str], set[tuple[str, str]]]:
     return labels, edges
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else "<no output>"
 
@@ -150,7 +144,7 @@ def webserver(dagster_home: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     nux.parent.mkdir(parents=True, exist_ok=True)
     nux.write_text("seen: 1\n")
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("webserver") / "webserver.log"
     env = dict(os.environ, DAGSTER_HOME=str(dagster_home), SPARK_LOCAL_IP="127.0.0.1")
