@@ -57,7 +57,7 @@ BATCH = 8
 #: Most documents the loader reads per pass (keeps the section short at any --n).
 MAX_DOCS = 2000
 #: Alternating rounds of limit / float loader / uint8 loader; the best of each is kept.
-ROUNDS = 3
+ROUNDS = 5
 #: Images the single-core limit loop decodes per round.
 LIMIT_IMAGES = 300
 #: Large photos for the draft-mode comparison (twice the generated photos' size).

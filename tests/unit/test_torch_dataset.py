@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import photo_variant, sample_image_bytes, write_published
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from vlm_lake.errors import DatasetNotFoundError
 from vlm_lake.image_ingest import IMAGE_SCHEMA
@@ -23,6 +23,8 @@ from vlm_lake.object_store import ObjectStore
 from vlm_lake.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_batch, to_float
 from vlm_lake.text_ingest import text_schema
 from vlm_lake.torch_dataset import (
+    _MAPPED,
+    POOL_BUFFERS,
     POOLED_BATCH_BYTES,
     VLMDataset,
     _BufferPool,
@@ -488,18 +490,46 @@ def test_buffer_pool_hands_a_buffer_back_only_after_the_main_process_copied_it()
     second, fresh = pool.take(12)  # the first is still on its way: a new one
     assert fresh and second.storage.data_ptr() != first.storage.data_ptr()
     # The trip to the main process: a copy comes out, the buffer is flagged as released.
-    received = pickle.loads(ForkingPickler.dumps(_Shipment(pixels, False, 12)))
-    assert torch.equal(received, torch.full((1, 1, 3, 2, 2), 7, dtype=torch.uint8))
+    shape = (1, 1, 3, 2, 2)
+    received = pickle.loads(ForkingPickler.dumps(_Shipment(first, shape, False)))
+    assert torch.equal(received, torch.full(shape, 7, dtype=torch.uint8))
     assert received.data_ptr() != pixels.data_ptr()
     assert first.released()
     # The second was never shipped (say the default collate copied it): it is forgotten.
     again, fresh = pool.take(12)
     assert not fresh and again is first and not again.released()
     assert pool.buffers == [first]
-    floats = pickle.loads(ForkingPickler.dumps(_Shipment(pixels, True, None)))
+    pixels.fill_(9)
+    floats = pickle.loads(ForkingPickler.dumps(_Shipment(first, shape, True)))
     assert floats.dtype == torch.float32 and torch.allclose(
-        floats, torch.full_like(floats, 7 / 255)
+        floats, torch.full_like(floats, 9 / 255)
     )
+    assert first.released()
+
+
+def test_the_main_process_maps_a_worker_buffer_once_and_lets_go_when_the_worker_exits(
+    mm_uri: str, reference: tuple[list[str], torch.Tensor]
+) -> None:
+    """12 batches per epoch through a worker's 4 buffers: each buffer is mapped in the main
+    process once, not per batch. Without persistent workers every epoch has a new worker;
+    the buffers of the one that exited are let go when the next one's arrive."""
+    _MAPPED.clear()
+    kwargs = {**VLMDataset.loader_kwargs(), "persistent_workers": False}
+    dataset = Subset(VLMDataset(mm_uri, output="uint8"), [0, 1, 2] * 4)
+    loader = DataLoader(dataset, batch_size=1, num_workers=1, timeout=120, **kwargs)
+    previous: set[bytes] = set()
+    for epoch in range(3):
+        mappings: dict[bytes, set[int]] = {}
+        for i, (texts, images) in enumerate(loader):
+            assert list(texts) == [reference[0][i % 3]]
+            assert torch.equal(to_float(images)[0], reference[1][i % 3])
+            for name, (_, storage) in _MAPPED.items():
+                mappings.setdefault(name, set()).add(id(storage))
+        current = set(mappings) - previous
+        assert 1 <= len(current) <= POOL_BUFFERS, f"epoch {epoch}: {sorted(current)}"
+        assert all(len(mappings[name]) == 1 for name in current), mappings
+        assert set(_MAPPED) == current, f"epoch {epoch}: the last worker's buffers kept"
+        previous |= current
 
 
 @pytest.mark.parametrize(("output", "size"), [("float", 600), ("uint8", 1120)])
