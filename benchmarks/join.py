@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 from py4j.protocol import Py4JError
 
-from benchmarks.common import Context, MiB, Row, row, timed, tree_rss
+from benchmarks.common import Context, MiB, Row, row, timed, tree_memory
 
 log = logging.getLogger("benchmarks.join")
 
@@ -58,7 +58,7 @@ LARGE_REPEATS = 2
 
 @dataclass
 class MemorySampler:
-    """Peak driver RSS, JVM heap in use and process-tree RSS while a block runs.
+    """Peak driver RSS, JVM heap in use and process-tree memory (PSS) while a block runs.
 
     Attributes:
         spark: The session whose JVM is sampled (through py4j, from a thread).
@@ -66,7 +66,8 @@ class MemorySampler:
         driver_rss: Peak resident bytes of this (driver) Python process.
         driver_rss_before: Its resident bytes when the block started.
         jvm_heap: Peak JVM heap in use, bytes.
-        tree_rss: Peak resident bytes of the driver, the JVM and the Python workers.
+        tree_memory: Peak memory of the driver, the JVM and the Python workers
+            (:func:`~benchmarks.common.tree_memory`: PSS, shared pages split).
     """
 
     spark: Any
@@ -74,7 +75,7 @@ class MemorySampler:
     driver_rss: int = 0
     driver_rss_before: int = 0
     jvm_heap: int = 0
-    tree_rss: int = 0
+    tree_memory: int = 0
 
     def __post_init__(self) -> None:
         self._proc = psutil.Process(os.getpid())
@@ -84,7 +85,7 @@ class MemorySampler:
 
     def _sample(self) -> None:
         self.driver_rss = max(self.driver_rss, self._proc.memory_info().rss)
-        self.tree_rss = max(self.tree_rss, tree_rss(self._proc.pid))
+        self.tree_memory = max(self.tree_memory, tree_memory(self._proc.pid))
         try:
             used = self._runtime.totalMemory() - self._runtime.freeMemory()
         except Py4JError:  # the gateway may be busy or closing; keep the peak so far
@@ -244,9 +245,9 @@ def run(ctx: Context) -> list[Row]:
             higher=False,
         ),
         row(
-            f"{what}: process tree peak RSS (driver+JVM+workers)",
-            mems["ours"].tree_rss / MiB,
-            mems["seed"].tree_rss / MiB,
+            f"{what}: process tree peak memory, PSS (driver+JVM+workers)",
+            mems["ours"].tree_memory / MiB,
+            mems["seed"].tree_memory / MiB,
             "MiB",
             higher=False,
         ),
@@ -264,12 +265,12 @@ def run(ctx: Context) -> list[Row]:
     for size, mem in measured:
         log.info(
             "join memory at N=%d: driver RSS %.0f -> peak %.0f MiB, JVM heap peak %.0f MiB, "
-            "tree RSS peak %.0f MiB",
+            "tree PSS peak %.0f MiB",
             size,
             mem.driver_rss_before / MiB,
             mem.driver_rss / MiB,
             mem.jvm_heap / MiB,
-            mem.tree_rss / MiB,
+            mem.tree_memory / MiB,
         )
         rows += [
             row(f"ours at N={size}: driver Python peak RSS", mem.driver_rss / MiB, None, "MiB"),

@@ -147,7 +147,7 @@ def _image_batches(
 ) -> Iterator[pa.RecordBatch]:
     columns = ["image_id", "image_data", "source_uri"]
     if written_ids is None:
-        yield from ds.to_batches(columns=columns, batch_size=batch_rows)
+        yield from lance_io.read_ranges(ds, columns, batch_rows)
         return
     for start in range(0, len(written_ids), batch_rows):
         chunk = written_ids[start : start + batch_rows]
@@ -332,7 +332,7 @@ def check_features(
     ]
 
     bad: list[str] = []
-    for batch in ds.to_batches(columns=["image_id", "features"], batch_size=batch_rows):
+    for batch in lance_io.read_ranges(ds, ["image_id", "features"], batch_rows):
         values = batch.column("features").flatten().to_numpy(zero_copy_only=False)
         finite = np.isfinite(values.reshape(batch.num_rows, -1)).all(axis=1)
         if not finite.all():

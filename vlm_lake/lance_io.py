@@ -351,6 +351,39 @@ def take_rows(ds: lance.LanceDataset, positions: Sequence[int], columns: list[st
     return table.take(pa.array([where[p] for p in positions], pa.int64()))
 
 
+#: Rows per range of :func:`read_ranges`: about 14 MB of 55 KB images.
+RANGE_ROWS = 256
+
+
+def read_ranges(
+    source: Any, columns: list[str], rows: int = RANGE_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """All rows of a dataset or fragment, in order, read one range of ``rows`` at a time.
+
+    Use it instead of ``to_batches`` for columns of large values (image bytes). Lance 14
+    reads such a column (full-zip pages) far ahead of a plain scan whatever its
+    ``io_buffer_size``, ``batch_readahead`` or ``fragment_readahead``: a scan of 1 GB of
+    images (20k rows in 8,192-row files) peaked at 1.0 GB of anonymous memory, so a
+    scan's memory grew with the table. Ranged reads of 256 rows peaked at 0.14 GB over the
+    same data and took 1.4-1.7 s instead of 2.7 s.
+
+    Args:
+        source: A ``LanceDataset`` (pinned to a version) or a ``LanceFragment``.
+        columns: Columns to read.
+        rows: Rows per range, and at most per batch (a positive number).
+
+    Yields:
+        Record batches of at most ``rows`` rows, together the whole source in row order.
+    """
+    if rows < 1:
+        raise ValueError(f"rows={rows!r} must be a positive number of rows per range")
+    total = source.count_rows()
+    for start in range(0, total, rows):
+        yield from source.to_batches(
+            columns=columns, offset=start, limit=min(rows, total - start), batch_size=rows
+        )
+
+
 def summarize(ds: lance.LanceDataset, uri: str) -> DatasetSummary:
     """Build a :class:`DatasetSummary` of an open dataset."""
     return DatasetSummary(

@@ -70,6 +70,10 @@ def _path(options: Any) -> str:
     return str(path)
 
 
+def _is_bytes(arrow_type: pa.DataType) -> bool:
+    return bool(pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type))
+
+
 def _spark_arrow_schema(arrow_schema: pa.Schema) -> tuple[StructType, pa.Schema]:
     """Return the Spark schema for ``arrow_schema`` and the Arrow schema Spark expects back."""
     spark_schema = from_arrow_schema(arrow_schema)
@@ -175,7 +179,7 @@ class _LanceReader(DataSourceReader):
         return parts or [_FragmentPartition(None, 0)]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        from vlm_lake.lance_io import open_dataset
+        from vlm_lake.lance_io import RANGE_ROWS, open_dataset, read_ranges
 
         assert isinstance(partition, _FragmentPartition)
         if partition.fragment_id is None:
@@ -187,7 +191,12 @@ class _LanceReader(DataSourceReader):
         if data_columns is None:
             data_columns = [n for n in self.arrow_schema.names if n != POSITION_COLUMN]
         position = partition.start
-        for batch in fragment.to_batches(columns=data_columns, batch_size=plan.batch_size):
+        if any(_is_bytes(self.arrow_schema.field(c).type) for c in data_columns):
+            # Image bytes: ranged reads keep a task's memory bounded (see read_ranges).
+            batches = read_ranges(fragment, data_columns, min(plan.batch_size, RANGE_ROWS))
+        else:
+            batches = fragment.to_batches(columns=data_columns, batch_size=plan.batch_size)
+        for batch in batches:
             arrays = list(batch.columns)
             if plan.with_position:
                 arrays.append(pa.array(range(position, position + batch.num_rows), pa.int64()))

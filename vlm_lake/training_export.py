@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlm_lake import publish, uris
+from vlm_lake import lance_io, publish, uris
 from vlm_lake.multimodal import image_columns
 from vlm_lake.object_store import ObjectStore
 from vlm_lake.progress import Progress
@@ -54,7 +54,7 @@ def export_training_json(
     out_uri: str,
     *,
     version: int | str | None = "published",
-    batch_rows: int = 64,
+    batch_rows: int = lance_io.RANGE_ROWS,
 ) -> ExportReport:
     """Write the training JSON for one version of ``multimodal_lance``.
 
@@ -64,7 +64,7 @@ def export_training_json(
         out_uri: Where ``training_data.json`` goes.
         version: Version or tag of the multimodal dataset (default: the published one);
             None for the latest.
-        batch_rows: Documents per read batch (bounds memory).
+        batch_rows: Documents per read (bounds memory; see ``lance_io.read_ranges``).
 
     Returns:
         An :class:`ExportReport`.
@@ -79,7 +79,7 @@ def export_training_json(
     with store.open_atomic_writer(out_uri) as out:
         out.write(b"[")
         first = True
-        for batch in ds.to_batches(columns=columns, batch_size=batch_rows):
+        for batch in lance_io.read_ranges(ds, columns, batch_rows):
             texts = batch.column("text").to_pylist()
             cols = [batch.column(c).to_pylist() for c in columns[1:]]
             for i, text in enumerate(texts):
