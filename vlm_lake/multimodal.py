@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ import pyarrow as pa
 from vlm_lake import lance_io, publish
 from vlm_lake.lance_layout import MULTIMODAL_LAYOUT, maintain
 from vlm_lake.spark_lance import POSITION_COLUMN, read_lance
+from vlm_lake.spark_session import spark_context
 from vlm_lake.text_ingest import image_id_columns
 
 if TYPE_CHECKING:
@@ -106,6 +108,7 @@ class _FetchAndWrite:
     out_uri: str
     num_slots: int
     batch_rows: int
+    rows_per_file: int
     image_storage: dict[str, str] = field(repr=False)
     out_storage: dict[str, str] = field(repr=False)
 
@@ -122,6 +125,7 @@ class _FetchAndWrite:
             self.out_uri,
             multimodal_schema(self.num_slots),
             self.out_storage,
+            max_rows_per_file=self.rows_per_file,
         )
         yield pa.RecordBatch.from_pydict(
             {
@@ -372,6 +376,7 @@ def build_multimodal(
             )
     else:
         affected, removed = None, set()
+    expected = text_ds.count_rows() if affected is None else len(affected)
     results = _join_and_write(
         spark() if callable(spark) else spark,
         text_uri=text_uri,
@@ -386,10 +391,10 @@ def build_multimodal(
         only_docids=affected,
         broadcast_ids=broadcast_ids,
         batch_rows=batch_rows,
+        num_docs=expected,
     )
     fragments = [f for r in results for f in json.loads(r["fragments"])]
     produced = sum(r["rows"] for r in results)
-    expected = text_ds.count_rows() if affected is None else len(affected)
     if produced != expected:  # checked before the commit: a wrong join is never written
         raise RuntimeError(
             f"the join produced {produced} rows for {expected} documents; image_id must be "
@@ -440,6 +445,25 @@ def _upkeep(
     return lance_io.open_dataset(out_uri, out_storage)
 
 
+def join_tasks(num_docs: int, cores: int | None) -> int:
+    """Spark tasks (range partitions by document position) for joining ``num_docs`` documents.
+
+    Each task fetches and writes its documents' images itself, so its memory and its output
+    file grow with the documents it gets. Left to Spark, the sort after the id joins was
+    coalesced into a few partitions whatever the size, since the shuffled columns (ids,
+    positions, text) are small: at 25k documents 2 tasks of 12.5k each, 1.3 GB of images
+    and 0.5 GB of memory per Python worker, and one wave for any number of cores. So each
+    task gets at most ``MULTIMODAL_LAYOUT.rows_per_fragment`` documents (one data file),
+    and the count is rounded up to whole waves over ``cores`` (when known: None under
+    Spark Connect) so that no core idles through a last half-empty wave; never more tasks
+    than documents.
+    """
+    need = max(1, math.ceil(num_docs / MULTIMODAL_LAYOUT.rows_per_fragment))
+    if cores:
+        need = math.ceil(need / cores) * cores
+    return max(1, min(need, num_docs))
+
+
 def _join_and_write(
     spark: Any,
     *,
@@ -455,6 +479,7 @@ def _join_and_write(
     only_docids: set[str] | None,
     broadcast_ids: bool,
     batch_rows: int,
+    num_docs: int,
 ) -> list[dict[str, Any]]:
     """Run the id join on Spark; tasks write fragments. Returns the per-task results."""
     from pyspark.sql import functions as F
@@ -488,9 +513,15 @@ def _join_and_write(
             on=slot,
             how="left",
         )
-    joined = joined.select(
-        DOC_POSITION, "docid", "text", *slots, *(f"_pos{k}" for k in range(1, num_slots + 1))
-    ).orderBy(DOC_POSITION)
+    context = spark_context(spark)
+    tasks = join_tasks(num_docs, context.defaultParallelism if context is not None else None)
+    joined = (
+        joined.select(
+            DOC_POSITION, "docid", "text", *slots, *(f"_pos{k}" for k in range(1, num_slots + 1))
+        )
+        .repartitionByRange(tasks, DOC_POSITION)
+        .sortWithinPartitions(DOC_POSITION)
+    )
 
     task = _FetchAndWrite(
         image_uri=image_uri,
@@ -498,6 +529,7 @@ def _join_and_write(
         out_uri=out_uri,
         num_slots=num_slots,
         batch_rows=batch_rows,
+        rows_per_file=MULTIMODAL_LAYOUT.rows_per_fragment,
         image_storage=dict(image_storage or {}),
         out_storage=dict(out_storage or {}),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import lance
@@ -12,7 +13,8 @@ from helpers import photo_variant, sha256
 from vlm_lake.errors import DatasetNotFoundError
 from vlm_lake.image_ingest import ingest_images
 from vlm_lake.lance_io import open_dataset
-from vlm_lake.multimodal import build_multimodal
+from vlm_lake.lance_layout import MULTIMODAL_LAYOUT
+from vlm_lake.multimodal import build_multimodal, join_tasks
 from vlm_lake.object_store import ObjectStore
 from vlm_lake.text_ingest import ingest_texts
 
@@ -126,3 +128,25 @@ def test_duplicate_image_ids_never_publish(spark: Any, tmp_path, local_store) ->
         )
     with pytest.raises(DatasetNotFoundError):  # nothing was committed
         open_dataset(str(lake / "multimodal.lance"))
+
+
+@pytest.mark.parametrize(
+    ("num_docs", "cores", "tasks"),
+    [
+        (25_000, 2, 8),  # 7 files' worth of documents, rounded up to whole waves of 2
+        (10_000, 2, 4),
+        (10_000, 16, 16),  # one wave over all cores: 625 documents each
+        (4_096, 2, 2),
+        (4_096, None, 1),  # Spark Connect: cores unknown, one file's worth per task
+        (25_000, None, 7),
+        (3, 2, 2),
+        (3, 200, 3),  # never more tasks than documents
+        (0, 4, 1),
+    ],
+)
+def test_join_tasks_cap_documents_per_task_in_whole_waves(
+    num_docs: int, cores: int | None, tasks: int
+) -> None:
+    assert join_tasks(num_docs, cores) == tasks
+    if num_docs:
+        assert math.ceil(num_docs / tasks) <= MULTIMODAL_LAYOUT.rows_per_fragment
