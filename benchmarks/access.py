@@ -4,8 +4,8 @@ The service-style question: give me these 100 (or 1,000) images, by row or by
 ``image_id``. Four copies of the same images answer it:
 
 * ``image_lance`` as the pipeline wrote it (:meth:`~benchmarks.common.Context.lake`, read
-  at its published version): ``lance_io.take_rows`` by row (a sorted ``take``, reordered);
-  a filter on ``image_id`` (which has a BTREE index) by id;
+  at its published version): ``lance_io.take_rows`` by row (a sorted ``take``, in threaded
+  chunks over 250 rows); a filter on ``image_id`` (which has a BTREE index) by id;
 * **Spark-style Parquet**: the table as Spark writes it, snappy-compressed with
   ``parquet.block.size`` = 128 MB row groups (``pq.write_table(row_group_size=rows per
   128 MB)``). It is one file: a Spark job writes one such file per task, and more files

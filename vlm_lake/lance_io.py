@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -327,13 +329,24 @@ class DatasetSummary:
         return [(f.name, str(f.type)) for f in self.schema]
 
 
+#: :func:`take_rows` reads more distinct positions than this as several ``take`` calls of
+#: this many rows, run in threads (Lance's take releases the GIL).
+TAKE_CHUNK_ROWS = 250
+#: At most this many threads per :func:`take_rows` call (and at least 2).
+TAKE_THREADS = 8
+
+
 def take_rows(ds: lance.LanceDataset, positions: Sequence[int], columns: list[str]) -> pa.Table:
     """Rows at ``positions`` (any order, repeats allowed), returned in that order.
 
     Lance reads a sorted, de-duplicated ``take`` several times faster than the same
     positions in random order (measured: 100 random rows of 55 KB images took 2.7x less
     time sorted), so the positions are sorted for the read and the result is put back in
-    the caller's order afterwards.
+    the caller's order afterwards. A single ``take`` grows faster than its row count (50k
+    photos: 300 rows 14 ms, 1,000 rows 89 ms, 4,000 rows 0.46 s), so more than
+    :data:`TAKE_CHUNK_ROWS` positions are read as consecutive chunks of that many, in
+    threads (one per core, 2 to :data:`TAKE_THREADS`): 1,000 rows in 45 ms, 4,000 in
+    0.16-0.20 s on 2 cores.
 
     Args:
         ds: The dataset (pinned to a version).
@@ -344,7 +357,13 @@ def take_rows(ds: lance.LanceDataset, positions: Sequence[int], columns: list[st
         A table with one row per entry of ``positions``.
     """
     wanted = sorted(set(positions))
-    table = ds.take(wanted, columns=columns)
+    if len(wanted) > TAKE_CHUNK_ROWS:
+        chunks = [wanted[i : i + TAKE_CHUNK_ROWS] for i in range(0, len(wanted), TAKE_CHUNK_ROWS)]
+        threads = min(len(chunks), TAKE_THREADS, max(2, os.cpu_count() or 2))
+        with ThreadPoolExecutor(threads, thread_name_prefix="take_rows") as pool:
+            table = pa.concat_tables(pool.map(lambda c: ds.take(c, columns=columns), chunks))
+    else:
+        table = ds.take(wanted, columns=columns)
     if wanted == list(positions):
         return table
     where = {p: i for i, p in enumerate(wanted)}
