@@ -146,11 +146,10 @@ MAPPED_BUFFERS = 8 * POOL_BUFFERS
 
 
 def _alive(pid: int) -> bool:
+    """Whether our process ``pid`` still runs (another user's process with it: ours is gone)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process now has the number: ours is gone
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
