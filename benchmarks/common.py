@@ -157,6 +157,32 @@ class Context:
             self._spark.stop()
             self._spark = None
 
+    def inputs(self, n: int | None = None, folder: str | None = None) -> Any:
+        """Published ``images.lance`` and ``texts.lance`` of the ``n``-image data set (no
+        join), ingested through the pipeline's own functions, once per run and folder.
+
+        Returns:
+            The :class:`~vlm_lake.layout.LakeLayout` under ``work/<folder>`` (default
+            ``lake-n<N>``).
+        """
+        from vlm_lake import publish
+        from vlm_lake.image_ingest import ingest_images
+        from vlm_lake.layout import LakeLayout
+        from vlm_lake.object_store import ObjectStore
+        from vlm_lake.text_ingest import ingest_texts
+
+        n = self.n if n is None else n
+        layout = LakeLayout.at(str(self.work / (folder or f"lake-n{n}")))
+        if publish.published(layout.texts) is not None:
+            return layout
+        data = self.data(n)
+        store = ObjectStore()
+        images = ingest_images(store, str(data.images), layout.images)
+        publish.publish(layout.images, images.summary.version)
+        texts = ingest_texts(store, str(data.texts), layout.texts)
+        publish.publish(layout.texts, texts.summary.version)
+        return layout
+
     def lake(self, n: int | None = None) -> Any:
         """``images.lance``, ``texts.lance`` and ``multimodal.lance`` of the ``n``-image data
         set, built through the pipeline's own functions and published, once per run.
@@ -165,22 +191,11 @@ class Context:
             The :class:`~vlm_lake.layout.LakeLayout` under ``work/lake-n<N>``.
         """
         from vlm_lake import publish
-        from vlm_lake.image_ingest import ingest_images
-        from vlm_lake.layout import LakeLayout
         from vlm_lake.multimodal import build_multimodal
-        from vlm_lake.object_store import ObjectStore
-        from vlm_lake.text_ingest import ingest_texts
 
-        n = self.n if n is None else n
-        layout = LakeLayout.at(str(self.work / f"lake-n{n}"))
+        layout = self.inputs(n)
         if publish.published(layout.multimodal) is not None:
             return layout
-        data = self.data(n)
-        store = ObjectStore()
-        report = ingest_images(store, str(data.images), layout.images)
-        publish.publish(layout.images, report.summary.version)
-        texts = ingest_texts(store, str(data.texts), layout.texts)
-        publish.publish(layout.texts, texts.summary.version)
         joined = build_multimodal(
             self.spark(), text_uri=layout.texts, image_uri=layout.images, out_uri=layout.multimodal
         )

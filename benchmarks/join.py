@@ -176,28 +176,6 @@ def _joined_bytes(lake: Any) -> int:
     return sum(sizes.get(i, 0) for slot in slots for i in table[slot].to_pylist() if i)
 
 
-def _inputs(ctx: Context, n: int) -> Any:
-    """Published ``images.lance`` and ``texts.lance`` of the ``n``-image data set (no join).
-
-    Returns:
-        The :class:`~vlm_lake.layout.LakeLayout` under ``work/join-inputs-n<N>``.
-    """
-    from vlm_lake import publish
-    from vlm_lake.image_ingest import ingest_images
-    from vlm_lake.layout import LakeLayout
-    from vlm_lake.object_store import ObjectStore
-    from vlm_lake.text_ingest import ingest_texts
-
-    layout = LakeLayout.at(str(ctx.work / f"join-inputs-n{n}"))
-    data = ctx.data(n)
-    store = ObjectStore()
-    images = ingest_images(store, str(data.images), layout.images)
-    publish.publish(layout.images, images.summary.version)
-    texts = ingest_texts(store, str(data.texts), layout.texts)
-    publish.publish(layout.texts, texts.summary.version)
-    return layout
-
-
 def run(ctx: Context) -> list[Row]:
     """Time both joins at N and measure our driver memory at N/4, N/2 and N."""
     spark = ctx.spark()
@@ -289,7 +267,7 @@ def _measure_ours(ctx: Context, spark: Any, n: int) -> MemorySampler:
     """One run of our join over the ``n``-image inputs, its memory sampled."""
     scratch = ctx.work / f"join-mem-{n}"
     scratch.mkdir(parents=True, exist_ok=True)
-    ours = _Ours(spark, _inputs(ctx, n), scratch)
+    ours = _Ours(spark, ctx.inputs(n, f"join-inputs-n{n}"), scratch)
     with MemorySampler(spark) as mem:
         seconds = timed(ours)[1]
     log.info("join memory run at N=%d took %.2f s", n, seconds)
