@@ -13,10 +13,10 @@ from resources.feature_model import FeatureModelResource
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
-from vlm_lake import lance_io
 from vlm_lake.checks import check_features
-from vlm_lake.feature_model import MODEL_NAME
-from vlm_lake.features import extract_features
+from vlm_lake.features.extract import extract_features
+from vlm_lake.features.model import MODEL_NAME
+from vlm_lake.tables import lance_io
 
 
 class FeaturesConfig(Config):

@@ -21,10 +21,10 @@ from dagster import (
     MetadataValue,
 )
 
-from vlm_lake import publish
 from vlm_lake.checks import CheckOutcome, blocking_failures
+from vlm_lake.tables import publish
 
-#: Checks of each asset: (name, blocking, description). Names match vlm_lake.checks.
+#: Checks of each asset: (name, blocking, description). Names match vlm_lake.checks.all_checks.
 CHECKS: dict[str, list[tuple[str, bool, str]]] = {
     "image_lance": [
         ("image_id_unique", True, "No image_id appears twice."),

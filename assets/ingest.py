@@ -24,10 +24,11 @@ from assets.gate import check_results, check_specs, gate_and_publish
 from assets.metadata import lance_result, markdown_table
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
-from vlm_lake import lance_io
 from vlm_lake.checks import check_images, check_texts
-from vlm_lake.image_ingest import ImageIngestOptions, IngestReport, ingest_images
-from vlm_lake.text_ingest import TextIngestOptions, TextIngestReport, ingest_texts
+from vlm_lake.ingest.changes import IngestReport
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.ingest.texts import TextIngestOptions, TextIngestReport, ingest_texts
+from vlm_lake.tables import lance_io
 
 GROUP = "vlm_lake"
 

@@ -13,7 +13,7 @@ from dagster import (
     TableSchema,
 )
 
-from vlm_lake import lance_io
+from vlm_lake.tables import lance_io
 
 
 def lance_metadata(

@@ -12,9 +12,9 @@ from assets.metadata import lance_result
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
-from vlm_lake import lance_io
 from vlm_lake.checks import check_multimodal
-from vlm_lake.multimodal import build_multimodal
+from vlm_lake.multimodal.join import build_multimodal
+from vlm_lake.tables import lance_io
 
 
 class JoinConfig(Config):

@@ -11,7 +11,7 @@ from assets.metadata import markdown_table
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from vlm_lake.checks import blocking_failures, check_training_json
-from vlm_lake.training_export import export_training_json, promote, staging_uri
+from vlm_lake.training.export_json import export_training_json, promote, staging_uri
 
 
 @asset(

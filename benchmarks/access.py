@@ -4,7 +4,7 @@ The service-style question: give me these 100 (or 1,000) images, by row or by
 ``image_id``. Four copies of the same images answer it:
 
 * ``image_lance`` as the pipeline wrote it (:meth:`~benchmarks.common.Context.lake`, read
-  at its published version): ``lance_io.take_rows`` by row (a sorted ``take``, in threaded
+  at its published version): ``reads.take_rows`` by row (a sorted ``take``, in threaded
   chunks over 250 rows); a filter on ``image_id`` (which has a BTREE index) by id;
 * **Spark-style Parquet**: the table as Spark writes it, snappy-compressed with
   ``parquet.block.size`` = 128 MB row groups (``pq.write_table(row_group_size=rows per
@@ -36,8 +36,8 @@ from typing import Any
 import pyarrow as pa
 
 from benchmarks.common import MB, Context, MiB, Row, best_of, row, timed
-from vlm_lake import lance_io, publish
-from vlm_lake.lance_io import sql_string_list
+from vlm_lake.tables import publish, reads
+from vlm_lake.tables.lance_io import sql_string_list
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +152,9 @@ def _check_same(name: str, got: list[bytes], expected: list[bytes]) -> None:
 def _by_row(
     ds: Any, parquets: dict[str, ParquetCopy], files: list[Path], positions: list[int]
 ) -> list[Row]:
-    expected = lance_io.take_rows(ds, positions, ["image_data"]).column(0).to_pylist()
+    expected = reads.take_rows(ds, positions, ["image_data"]).column(0).to_pylist()
     _check_same("plain files", [files[p].read_bytes() for p in positions], expected)
-    ours = warm(lambda: lance_io.take_rows(ds, positions, ["image_data"]))
+    ours = warm(lambda: reads.take_rows(ds, positions, ["image_data"]))
     rows: list[Row] = []
     k = len(positions)
     for name, pq_copy in parquets.items():

@@ -146,7 +146,7 @@ class Context:
     def spark(self) -> Any:
         """The one Spark session of the run (started on first use, shared by sections)."""
         if self._spark is None:
-            from vlm_lake.spark_session import build_spark_session
+            from vlm_lake.spark.session import build_spark_session
 
             self._spark = build_spark_session(master=self.master, app_name="vlm-lake-bench")
         return self._spark
@@ -162,14 +162,14 @@ class Context:
         join), ingested through the pipeline's own functions, once per run and folder.
 
         Returns:
-            The :class:`~vlm_lake.layout.LakeLayout` under ``work/<folder>`` (default
+            The :class:`~vlm_lake.lake.LakeLayout` under ``work/<folder>`` (default
             ``lake-n<N>``).
         """
-        from vlm_lake import publish
-        from vlm_lake.image_ingest import ingest_images
-        from vlm_lake.layout import LakeLayout
-        from vlm_lake.object_store import ObjectStore
-        from vlm_lake.text_ingest import ingest_texts
+        from vlm_lake.ingest.images import ingest_images
+        from vlm_lake.ingest.texts import ingest_texts
+        from vlm_lake.lake import LakeLayout
+        from vlm_lake.store.object_store import ObjectStore
+        from vlm_lake.tables import publish
 
         n = self.n if n is None else n
         layout = LakeLayout.at(str(self.work / (folder or f"lake-n{n}")))
@@ -188,10 +188,10 @@ class Context:
         set, built through the pipeline's own functions and published, once per run.
 
         Returns:
-            The :class:`~vlm_lake.layout.LakeLayout` under ``work/lake-n<N>``.
+            The :class:`~vlm_lake.lake.LakeLayout` under ``work/lake-n<N>``.
         """
-        from vlm_lake import publish
-        from vlm_lake.multimodal import build_multimodal
+        from vlm_lake.multimodal.join import build_multimodal
+        from vlm_lake.tables import publish
 
         layout = self.inputs(n)
         if publish.published(layout.multimodal) is not None:

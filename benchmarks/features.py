@@ -9,10 +9,10 @@ Usage (from the repository root)::
 One process run measures, side by side:
 
 * the machine's fp32 and bf16 matmul peak (GFLOP/s, square matmuls on every core);
-* a plain torch loop: the same model (:class:`~vlm_lake.feature_model.FeatureModel`) over
+* a plain torch loop: the same model (:class:`~vlm_lake.features.model.FeatureModel`) over
   the same images, decoded and cropped beforehand, batch after batch: the compute limit
   the Spark path is held against;
-* our Spark path (:func:`~vlm_lake.features.extract_features` over ``images.lance``, every
+* our Spark path (:func:`~vlm_lake.features.extract.extract_features` over ``images.lance``, every
   image computed): once cold (new JVM, new Python workers that import torch and build the
   model, as in a fresh Dagster run) and once warm (workers reused);
 * the seed's way for reference: an eager model, NCHW, one image per call, on a subset.
@@ -38,8 +38,8 @@ import torch
 
 from benchmarks.common import markdown, row
 from benchmarks.data import write_photos
-from vlm_lake import publish
-from vlm_lake.feature_model import (
+from vlm_lake.features.extract import FeatureSettings, extract_features
+from vlm_lake.features.model import (
     FeatureModel,
     ModelWeights,
     bf16_supported,
@@ -47,11 +47,11 @@ from vlm_lake.feature_model import (
     resolve_device,
     resolve_precision,
 )
-from vlm_lake.features import FeatureSettings, extract_features
-from vlm_lake.image_ingest import ingest_images
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.preprocess import imagenet_uint8, normalize_batch
-from vlm_lake.resnet import ResNet50
+from vlm_lake.features.resnet import ResNet50
+from vlm_lake.imaging.transforms import imagenet_uint8, normalize_batch
+from vlm_lake.ingest.images import ingest_images
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
 
 log = logging.getLogger("benchmarks.features")
 
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     plain_other = plain_loop(FeatureModel(state, device, other), subset, batch_size)
     seed_style = seed_style_loop(state, images[:32], device)
 
-    from vlm_lake.spark_session import build_spark_session
+    from vlm_lake.spark.session import build_spark_session
 
     spark = build_spark_session(master=args.master)
     settings = FeatureSettings(

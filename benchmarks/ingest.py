@@ -5,7 +5,7 @@ moto is slow) are uploaded once, in parallel, to an in-memory moto S3 server run
 child process on 127.0.0.1 (see :mod:`benchmarks.s3`). Then, alternating, best of
 :data:`REPEATS` runs each:
 
-* **ours**: :func:`~vlm_lake.image_ingest.ingest_images` from ``s3://bench/images/`` into a
+* **ours**: :func:`~vlm_lake.ingest.images.ingest_images` from ``s3://bench/images/`` into a
   new local ``images.lance`` (a full build): list the prefix, download with
   ``ImageIngestOptions.workers`` threads, probe every image (format, size, and a decode at
   1/8 scale that catches truncated files), hash it, write Lance fragments and commit.
@@ -106,7 +106,7 @@ class _OursInto:
         self.runs = 0
 
     def __call__(self) -> None:
-        from vlm_lake.image_ingest import ImageIngestOptions, ingest_images
+        from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
 
         shutil.rmtree(self.scratch / f"images-{self.runs}.lance", ignore_errors=True)
         self.runs += 1
@@ -141,8 +141,8 @@ def _folder_of(paths: Sequence[Path], folder: Path) -> Path:
 
 def run(ctx: Context) -> list[Row]:
     """Ingest from moto S3 and from a local folder, each against its plain download."""
-    from vlm_lake.image_ingest import ImageIngestOptions
-    from vlm_lake.object_store import ObjectStore
+    from vlm_lake.ingest.images import ImageIngestOptions
+    from vlm_lake.store.object_store import ObjectStore
 
     data = ctx.data(ctx.n)
     n = min(ctx.n, MAX_IMAGES)

@@ -3,7 +3,7 @@
 Both run in the same Spark session (``Context.spark()``) on the same published
 ``images.lance`` and ``texts.lance`` (N images, N/2 documents):
 
-* **ours**: :func:`~vlm_lake.multimodal.build_multimodal` with ``full_rebuild=True``: Spark
+* **ours**: :func:`~vlm_lake.multimodal.join.build_multimodal` with ``full_rebuild=True``: Spark
   joins ids only against a broadcast id table, tasks ``take`` the bytes from Lance and write
   ``multimodal.lance`` fragments, the driver commits once. Each run writes a real dataset.
 * **the seed's**: both tables read through our ``lance`` data source with every column
@@ -123,7 +123,7 @@ def seed_join(spark: Any, text_uri: str, image_uri: str) -> Any:
     """
     from pyspark.sql import functions as F
 
-    from vlm_lake.spark_lance import read_lance
+    from vlm_lake.spark.lance_source import read_lance
 
     df_text = read_lance(spark, text_uri)
     df_image = read_lance(spark, image_uri)
@@ -149,7 +149,7 @@ class _Ours:
         self.report: Any = None
 
     def __call__(self) -> None:
-        from vlm_lake.multimodal import build_multimodal
+        from vlm_lake.multimodal.join import build_multimodal
 
         self.runs += 1
         out = self.scratch / f"multimodal-{self.runs}.lance"
@@ -165,8 +165,8 @@ class _Ours:
 
 def _joined_bytes(lake: Any) -> int:
     """Image bytes the join attaches (what the seed would collect), from the sizes alone."""
-    from vlm_lake import lance_io
-    from vlm_lake.text_ingest import image_id_columns
+    from vlm_lake.tables import lance_io
+    from vlm_lake.tables.contracts import image_id_columns
 
     images = lance_io.open_dataset(lake.images).to_table(columns=["image_id", "size_bytes"])
     sizes = dict(zip(images["image_id"].to_pylist(), images["size_bytes"].to_pylist(), strict=True))

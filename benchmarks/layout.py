@@ -36,9 +36,9 @@ import pyarrow as pa
 
 from benchmarks.access import warm
 from benchmarks.common import MB, Context, Row, row, timed
-from vlm_lake import lance_io, publish
-from vlm_lake.image_ingest import IMAGE_SCHEMA
-from vlm_lake.lance_layout import IMAGES_LAYOUT
+from vlm_lake.tables import lance_io, publish
+from vlm_lake.tables.contracts import IMAGE_SCHEMA
+from vlm_lake.tables.layout import IMAGES_LAYOUT
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _spark_read_seconds(ctx: Context, uri: str) -> tuple[float, int]:
     """Seconds of a Spark read of every image's bytes; and its partitions."""
     from pyspark.sql import functions as F
 
-    from vlm_lake.spark_lance import read_lance
+    from vlm_lake.spark.lance_source import read_lance
 
     spark = ctx.spark()
 
@@ -295,7 +295,7 @@ def _lookups(
 def _index(lake: Any, table: pa.Table, work: Path) -> list[Row]:
     import lance
 
-    from vlm_lake.lance_layout import MULTIMODAL_LAYOUT, TEXTS_LAYOUT
+    from vlm_lake.tables.layout import MULTIMODAL_LAYOUT, TEXTS_LAYOUT
 
     rows: list[Row] = []
     rng = random.Random(1)
@@ -391,7 +391,7 @@ def _reads(ds: Any, positions: list[int], keys: list[str], batch: pa.Table) -> d
 def _compaction(table: pa.Table, work: Path, positions: list[int]) -> list[Row]:
     import lance
 
-    from vlm_lake.lance_layout import maintain
+    from vlm_lake.tables.layout import maintain
 
     uri = str(work / "compaction.lance")
     base_rows = table.num_rows - INCREMENTS * INCREMENT_ROWS

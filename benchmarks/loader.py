@@ -43,10 +43,10 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from benchmarks.common import Context, Row, row
 from benchmarks.data import write_photos
-from vlm_lake import lance_io
-from vlm_lake.images import decode_rgb
-from vlm_lake.multimodal import image_columns
-from vlm_lake.torch_dataset import VLMDataset, to_tensor
+from vlm_lake.imaging.decode import decode_rgb
+from vlm_lake.tables import lance_io
+from vlm_lake.tables.contracts import image_columns
+from vlm_lake.training.dataset import VLMDataset, to_tensor
 
 log = logging.getLogger(__name__)
 

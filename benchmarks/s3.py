@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from vlm_lake.object_store import ObjectStore, StoreSettings
+from vlm_lake.store.object_store import ObjectStore, StoreSettings
 
 log = logging.getLogger("benchmarks.s3")
 

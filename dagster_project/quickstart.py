@@ -17,7 +17,7 @@ from dagster import DagsterInstance, materialize
 from assets import ALL_ASSETS
 from dagster_project.instance import ensure_dagster_home
 from dagster_project.settings import build_resources
-from vlm_lake.layout import LakeLayout
+from vlm_lake.lake import LakeLayout
 
 log = logging.getLogger("vlm_lake.quickstart")
 
@@ -78,7 +78,7 @@ def main() -> int:
 
     from torch.utils.data import DataLoader
 
-    from vlm_lake import VLMDataset
+    from vlm_lake.training.dataset import VLMDataset
 
     dataset = VLMDataset(layout.multimodal, store.storage_options(layout.multimodal))
     texts, images = next(iter(DataLoader(dataset, batch_size=8)))

@@ -29,7 +29,7 @@ from dagster import (
 from dagster_project.settings import UPLOAD_SENSOR_INTERVAL_ENV, upload_sensor_interval_seconds
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
-from vlm_lake.source_state import SourceSnapshot, images_snapshot, texts_snapshot
+from vlm_lake.ingest.source_state import SourceSnapshot, images_snapshot, texts_snapshot
 
 #: The job the sensor's runs belong to (defined in ``dagster_project/definitions.py``).
 JOB_NAME = "vlm_lake_job"

@@ -14,7 +14,7 @@ from typing import Any
 from dagster import EnvVar
 
 from resources import FeatureModelResource, LakeResource, ObjectStoreResource, SparkResource
-from vlm_lake.layout import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
+from vlm_lake.lake import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
 
 _TRUE = ("1", "true", "yes", "on")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from vlm_lake.feature_model import DEVICES, PRECISIONS, ModelWeights
-from vlm_lake.features import INDEX_MIN_ROWS, FeatureSettings
-from vlm_lake.object_store import ObjectStore
+from vlm_lake.features.extract import INDEX_MIN_ROWS, FeatureSettings
+from vlm_lake.features.model import DEVICES, PRECISIONS, ModelWeights
+from vlm_lake.store.object_store import ObjectStore
 
 
 class FeatureModelResource(ConfigurableResource):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from vlm_lake.layout import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI, LakeLayout
+from vlm_lake.lake import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI, LakeLayout
 
 
 class LakeResource(ConfigurableResource):

@@ -7,8 +7,8 @@ from typing import Any
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
-from vlm_lake.object_store import ObjectStore, StoreSettings
-from vlm_lake.redact import mask_fields
+from vlm_lake.store.object_store import ObjectStore, StoreSettings
+from vlm_lake.store.redact import mask_fields
 
 _CREDENTIAL_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
 
@@ -60,7 +60,7 @@ class ObjectStoreResource(S3Resource):
         return self
 
     def store(self) -> ObjectStore:
-        """The core :class:`~vlm_lake.object_store.ObjectStore`, built once per resource."""
+        """The core :class:`~vlm_lake.store.object_store.ObjectStore`, built once per resource."""
         if self._store is None:
             self._store = ObjectStore(self.settings())
         return self._store

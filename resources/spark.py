@@ -8,7 +8,7 @@ from dagster_pyspark import LazyPySparkResource
 from dagster_spark.utils import flatten_dict
 from pydantic import Field
 
-from vlm_lake.spark_session import build_spark_session
+from vlm_lake.spark.session import build_spark_session
 
 
 class SparkResource(LazyPySparkResource):

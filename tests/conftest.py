@@ -19,7 +19,7 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every reque
 
 from helpers import S3_KEY, S3_REGION, S3_SECRET, free_port  # noqa: E402
 
-from vlm_lake.object_store import ObjectStore, StoreSettings  # noqa: E402
+from vlm_lake.store.object_store import ObjectStore, StoreSettings  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,7 +85,7 @@ def bucket(s3_store: ObjectStore) -> str:
 @pytest.fixture(scope="session")
 def spark() -> Any:
     """The one Spark session all tests share (local, 2 cores, loopback only)."""
-    from vlm_lake.spark_session import build_spark_session
+    from vlm_lake.spark.session import build_spark_session
 
     session = build_spark_session(
         master="local[2]", conf={"spark.sql.shuffle.partitions": "4"}, app_name="vlm-lake-tests"

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from vlm_lake.layout import SAMPLE_DATA
+from vlm_lake.lake import SAMPLE_DATA
 
 
 def free_port() -> int:
@@ -76,7 +76,7 @@ def write_published(data: Any, uri: str, **kwargs: Any) -> Any:
     """
     import lance
 
-    from vlm_lake import publish
+    from vlm_lake.tables import publish
 
     ds = lance.write_dataset(data, uri, **kwargs)
     publish.publish(uri, ds.version, kwargs.get("storage_options"))

@@ -12,7 +12,7 @@ __all__ = ["VLMDataset"]
 
 def __getattr__(name: str) -> Any:
     if name == "VLMDataset":
-        from vlm_lake.torch_dataset import VLMDataset
+        from vlm_lake.training.dataset import VLMDataset
 
         return VLMDataset
     raise AttributeError(f"module 'vlm_lake' has no attribute {name!r}")

@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 from helpers import sample_image_bytes
 
-from vlm_lake.layout import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
+from vlm_lake.lake import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent

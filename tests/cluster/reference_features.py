@@ -22,8 +22,8 @@ def main(lake: Path, threads: int, precision: str, out: Path) -> None:
     import lance
     import numpy as np
 
-    from vlm_lake.feature_model import FeatureModel, ModelWeights, load_state_dict
-    from vlm_lake.preprocess import imagenet_uint8
+    from vlm_lake.features.model import FeatureModel, ModelWeights, load_state_dict
+    from vlm_lake.imaging.transforms import imagenet_uint8
 
     weights = ModelWeights.random(0)
     model = FeatureModel(load_state_dict(weights.payload(), weights.identity), "cpu", precision)

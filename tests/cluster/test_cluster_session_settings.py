@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from vlm_lake import redact
-from vlm_lake.spark_session import LOCAL_DEFAULTS, redact_remote, session_settings
+from vlm_lake.spark.session import LOCAL_DEFAULTS, redact_remote, session_settings
+from vlm_lake.store import redact
 
 
 @pytest.mark.parametrize("master", ["local[*]", "local[2]", "local"])

@@ -14,10 +14,10 @@ from helpers import sha256, upload_seed_example
 
 from assets import image_features, ingest_images_asset
 from resources import FeatureModelResource
-from vlm_lake import publish
-from vlm_lake.feature_model import MODEL_NAME
-from vlm_lake.layout import LakeLayout
-from vlm_lake.resnet import resnet50
+from vlm_lake.features.model import MODEL_NAME
+from vlm_lake.features.resnet import resnet50
+from vlm_lake.lake import LakeLayout
+from vlm_lake.tables import publish
 
 ASSETS = [ingest_images_asset, image_features]
 

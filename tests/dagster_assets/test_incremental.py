@@ -10,8 +10,9 @@ from helpers import photo_variant, put, sha256, upload_seed_example
 
 from assets import ALL_ASSETS
 from resources import LakeResource
-from vlm_lake import VLMDataset, lance_io, publish
-from vlm_lake.layout import LakeLayout
+from vlm_lake.lake import LakeLayout
+from vlm_lake.tables import lance_io, publish
+from vlm_lake.training.dataset import VLMDataset
 
 
 def _meta(result: Any) -> dict[str, Any]:

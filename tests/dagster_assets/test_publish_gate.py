@@ -18,9 +18,10 @@ from helpers import upload_seed_example
 from assets import ALL_ASSETS, multimodal_lance, training_json
 from assets.gate import check_results, check_specs, gate_and_publish
 from resources import LakeResource, ObjectStoreResource
-from vlm_lake import VLMDataset, lance_io, publish
 from vlm_lake.checks import check_texts
-from vlm_lake.layout import LakeLayout
+from vlm_lake.lake import LakeLayout
+from vlm_lake.tables import lance_io, publish
+from vlm_lake.training.dataset import VLMDataset
 
 
 @asset(name="text_lance", check_specs=check_specs("text_lance"))

@@ -12,9 +12,9 @@ from helpers import photo_variant, put, upload_seed_example
 from assets import ALL_ASSETS, ingest_images_asset
 from assets.ingest import IngestConfig
 from resources import LakeResource
-from vlm_lake import lance_io
 from vlm_lake.errors import InvalidImageError
-from vlm_lake.layout import LakeLayout
+from vlm_lake.lake import LakeLayout
+from vlm_lake.tables import lance_io
 
 
 def _table(store: Any, uri: str) -> list[dict[str, Any]]:

@@ -11,8 +11,9 @@ from helpers import sha256, upload_seed_example
 from torch.utils.data import DataLoader
 
 from assets import ALL_ASSETS
-from vlm_lake import VLMDataset, lance_io
-from vlm_lake.layout import LakeLayout
+from vlm_lake.lake import LakeLayout
+from vlm_lake.tables import lance_io
+from vlm_lake.training.dataset import VLMDataset
 
 
 def test_seed_example_end_to_end(s3_resources: dict[str, Any], s3_store, bucket: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import lance
 from helpers import S3_KEY, S3_REGION, S3_SECRET, sha256, upload_seed_example
 
-from vlm_lake import publish
+from vlm_lake.tables import publish
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from fault_helpers import MAX_ATTEMPTS, READ_TIMEOUT_S
 from helpers import S3_KEY, S3_REGION, S3_SECRET
 from s3_faults import FaultProxy
 
-from vlm_lake.object_store import ObjectStore, StoreSettings
+from vlm_lake.store.object_store import ObjectStore, StoreSettings
 
 
 @pytest.fixture()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from vlm_lake.image_ingest import ImageIngestOptions, ingest_images
-from vlm_lake.object_store import ObjectStore, StoreSettings
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.store.object_store import ObjectStore, StoreSettings
 
 
 def main(endpoint: str, images_uri: str, dataset_uri: str) -> None:

@@ -16,9 +16,9 @@ from helpers import S3_KEY, S3_REGION, S3_SECRET, photo_variant, put, upload_see
 from s3_faults import FaultProxy
 
 from resources import ObjectStoreResource
-from vlm_lake import lance_io
-from vlm_lake.object_store import ObjectStore, StoreSettings
-from vlm_lake.redact import MASK, mask_fields, redact, redact_options, register_secret
+from vlm_lake.store.object_store import ObjectStore, StoreSettings
+from vlm_lake.store.redact import MASK, mask_fields, redact, redact_options, register_secret
+from vlm_lake.tables import lance_io
 
 SESSION_TOKEN = "session-token-value-never-logged"
 CREDENTIALS = (S3_SECRET, S3_KEY)

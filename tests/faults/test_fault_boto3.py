@@ -9,7 +9,8 @@ from fault_helpers import DELAY_S, MAX_ATTEMPTS
 from helpers import S3_KEY, S3_SECRET, photo_variant, put
 from s3_faults import FaultProxy, RequestRecord
 
-from vlm_lake.object_store import PART_SIZE, ObjectNotFoundError, ObjectStore, ObjectStoreError
+from vlm_lake.store.multipart import PART_SIZE
+from vlm_lake.store.object_store import ObjectNotFoundError, ObjectStore, ObjectStoreError
 
 
 def _to(records: list[RequestRecord], method: str, path: str) -> list[RequestRecord]:

@@ -8,9 +8,9 @@ from fault_helpers import DELAY_S
 from helpers import photo_variant, put, sample_image_bytes, sha256
 from s3_faults import FaultProxy
 
-from vlm_lake import lance_io
-from vlm_lake.image_ingest import ImageIngestOptions, ingest_images
-from vlm_lake.object_store import ObjectStore
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import lance_io
 
 
 def test_image_ingest_through_faults_keeps_every_image_exact(

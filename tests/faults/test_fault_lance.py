@@ -9,8 +9,8 @@ from fault_helpers import DELAY_S, MAX_ATTEMPTS
 from helpers import S3_KEY, S3_SECRET, photo_variant
 from s3_faults import FaultProxy, FaultRule
 
-from vlm_lake import lance_io
-from vlm_lake.object_store import ObjectStore
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import lance_io
 
 
 def _table(start: int, n: int) -> pa.Table:

@@ -14,7 +14,7 @@ import pytest
 from helpers import put
 from s3_faults import FaultProxy
 
-from vlm_lake.object_store import ObjectStore
+from vlm_lake.store.object_store import ObjectStore
 
 
 class _Recorder(BaseHTTPRequestHandler):

@@ -18,9 +18,9 @@ import pyarrow as pa
 from helpers import S3_KEY, S3_REGION, S3_SECRET, photo_variant, put
 from s3_faults import FaultProxy, RequestRecord
 
-from vlm_lake import lance_io
-from vlm_lake.image_ingest import ImageIngestOptions, ingest_images
-from vlm_lake.object_store import ObjectStore
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import lance_io
 
 CHILD = Path(__file__).with_name("ingest_child.py")
 

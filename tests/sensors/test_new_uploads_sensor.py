@@ -25,7 +25,7 @@ from sensor_helpers import (
 from dagster_project.definitions import defs
 from dagster_project.sensors import UploadsCursor, downstream_selection
 from resources import LakeResource, ObjectStoreResource
-from vlm_lake.source_state import SourceListingError
+from vlm_lake.ingest.source_state import SourceListingError
 
 TickFn = Callable[..., Tick]
 

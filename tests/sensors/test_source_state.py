@@ -1,4 +1,4 @@
-"""Source fingerprints (vlm_lake.source_state), on local folders and on a real S3 server."""
+"""Source fingerprints (vlm_lake.ingest.source_state), on local folders and on a real S3 server."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from helpers import photo_variant, put, sample_image_bytes
 
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.source_state import (
+from vlm_lake.ingest.source_state import (
     SourceListingError,
     images_snapshot,
     snapshot,
     texts_snapshot,
 )
+from vlm_lake.store.object_store import ObjectStore
 
 # -- local folders -------------------------------------------------------------------------
 

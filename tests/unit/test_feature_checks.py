@@ -11,8 +11,7 @@ import pyarrow as pa
 import pytest
 
 from vlm_lake import checks
-from vlm_lake.features import FEATURES_SCHEMA
-from vlm_lake.image_ingest import IMAGE_SCHEMA
+from vlm_lake.tables.contracts import FEATURES_SCHEMA, IMAGE_SCHEMA
 
 MODEL, WEIGHTS = "resnet50-test", "sha256:abc"
 

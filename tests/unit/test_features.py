@@ -21,23 +21,23 @@ from helpers import photo_variant, sample_image_bytes, sha256
 from PIL import Image
 from pyspark.serializers import CloudPickleSerializer
 
-from vlm_lake import publish
-from vlm_lake.feature_model import MODEL_NAME, FeatureModel, ModelWeights, load_state_dict
-from vlm_lake.features import (
-    FEATURES_SCHEMA,
-    FeatureSettings,
-    _BroadcastWeights,
-    _ExtractTask,
-    _SeedWeights,
-    _StoreWeights,
-    extract_features,
+from vlm_lake.features.extract import FeatureSettings, extract_features
+from vlm_lake.features.model import MODEL_NAME, FeatureModel, ModelWeights, load_state_dict
+from vlm_lake.features.resnet import resnet50
+from vlm_lake.features.tasks import (
+    BroadcastWeights,
+    ExtractTask,
+    SeedWeights,
+    StoreWeights,
     plan_units,
     task_layout,
 )
-from vlm_lake.image_ingest import IMAGE_SCHEMA, ImageIngestOptions, ingest_images
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.preprocess import imagenet_uint8
-from vlm_lake.resnet import resnet50
+from vlm_lake.imaging.transforms import imagenet_uint8
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.spark.fragment_job import FragmentSink
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import FEATURES_SCHEMA, IMAGE_SCHEMA
 
 #: Small units so a dozen images make several tasks on both slots.
 SETTINGS = FeatureSettings(max_images_per_task=4, min_images_per_task=2, progress_interval_s=1)
@@ -221,21 +221,20 @@ def test_the_task_carries_a_broadcast_handle_not_the_model(spark: Any) -> None:
     payload = ModelWeights.random().payload()
     handle = spark.sparkContext.broadcast(payload)
     try:
-        task = _ExtractTask(
+        task = ExtractTask(
             image_uri="/lake/images.lance",
             image_version=1,
-            out_uri="/lake/image_features.lance",
             positions=np.arange(1000, dtype=np.int64),
             units=plan_units(1000, 2, 256),
-            weights=_BroadcastWeights(handle),
+            weights=BroadcastWeights(handle),
             identity="random-init:seed=0",
             device="cpu",
             precision="fp32",
             batch_size=8,
             threads=1,
             jpeg_draft=True,
+            sink=FragmentSink("/lake/image_features.lance", FEATURES_SCHEMA, {}),
             image_storage={},
-            out_storage={},
         )
         pickled = CloudPickleSerializer().dumps(task)  # what Spark ships
         assert len(payload) > 100_000_000  # the weights are about 100 MB...
@@ -251,14 +250,14 @@ def test_the_task_carries_a_broadcast_handle_not_the_model(spark: Any) -> None:
 
 def test_without_broadcast_workers_load_the_weights_themselves(tmp_path: Path) -> None:
     """Spark Connect has no broadcast: the seed or the file, checked against the identity."""
-    seeded = _SeedWeights(seed=0)()
+    seeded = SeedWeights(seed=0)()
     assert torch.equal(
         load_state_dict(seeded, "seed")["conv1.weight"], resnet50(0).state_dict()["conv1.weight"]
     )
     path = tmp_path / "w.pth"
     torch.save(resnet50(2).state_dict(), path)
     weights = ModelWeights.load(str(path), ObjectStore())
-    reader = _StoreWeights(str(path), weights.identity, None)
+    reader = StoreWeights(str(path), weights.identity, None)
     assert reader() == path.read_bytes()
     torch.save(resnet50(3).state_dict(), path)  # replaced while the run goes on
     with pytest.raises(RuntimeError, match=r"w\.pth' changed during the run"):

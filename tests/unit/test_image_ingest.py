@@ -12,15 +12,11 @@ from helpers import photo_variant, put, sample_image_bytes, sha256
 from PIL import Image
 
 from vlm_lake.errors import DuplicateKeyError, InvalidImageError, SourceNotFoundError
-from vlm_lake.image_ingest import (
-    IMAGE_SCHEMA,
-    ImageIngestOptions,
-    ingest_images,
-    iter_image_batches,
-    plan_image_ingest,
-)
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.progress import Progress
+from vlm_lake.ingest.image_plan import plan_image_ingest
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images, iter_image_batches
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables.contracts import IMAGE_SCHEMA
+from vlm_lake.util.progress import Progress
 
 #: Versions a full rewrite commits: the rows, then the image_id index a rewrite drops
 #: (``lance_layout.maintain``). Both are complete tables; the report names the latest.
@@ -287,7 +283,7 @@ def test_non_image_objects_are_quarantined_with_a_reason(tmp_path: Path, caplog)
     for i in range(7):
         (folder / f"notes{i}.txt").write_text("not an image")
     rejects = str(tmp_path / "rejected_images.lance")
-    with caplog.at_level(logging.WARNING, logger="vlm_lake.quarantine"):
+    with caplog.at_level(logging.WARNING, logger="vlm_lake.ingest.quarantine"):
         report = ingest_images(
             ObjectStore(), str(folder), str(tmp_path / "images.lance"), rejects_uri=rejects
         )

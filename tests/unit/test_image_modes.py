@@ -11,8 +11,8 @@ from bad_images import ODD_MODE_CASES, SIZE, OddImage, exif_rotated
 from helpers import sample_image_bytes
 from PIL import Image, ImageOps
 
-from vlm_lake.images import DECODABLE_MODES, decode_rgb, probe_image
-from vlm_lake.torch_dataset import to_tensor
+from vlm_lake.imaging.decode import DECODABLE_MODES, decode_rgb, probe_image
+from vlm_lake.training.dataset import to_tensor
 
 CASES = sorted(ODD_MODE_CASES)
 EXIF_CASES = [name for name in CASES if name.startswith("exif_orientation_")]

@@ -15,9 +15,9 @@ from bad_images import BAD_IMAGE_CASES, same_stem_objects
 from helpers import photo_variant, sample_image_bytes
 from PIL import Image, UnidentifiedImageError
 
-from vlm_lake import uris
 from vlm_lake.errors import InvalidImageError
-from vlm_lake.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_rgb, probe_image
+from vlm_lake.imaging.decode import IMAGE_SUFFIXES, MAX_PIXELS, decode_rgb, probe_image
+from vlm_lake.store import uris
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 BOMBS = [name for name in BAD_IMAGE_CASES if name.startswith("bomb-")]
@@ -241,7 +241,7 @@ sys.path.insert(0, sys.argv[1])
 from bad_images import decompression_bomb_png
 from PIL import Image
 from vlm_lake.errors import InvalidImageError
-from vlm_lake.images import decode_rgb, probe_image
+from vlm_lake.imaging.decode import decode_rgb, probe_image
 
 
 def status_mib(field):

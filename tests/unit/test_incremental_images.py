@@ -13,12 +13,14 @@ import pytest
 from bad_images import BAD_IMAGE_CASES
 from helpers import photo_variant, put, sha256
 
-from vlm_lake import publish
 from vlm_lake.errors import DatasetNotFoundError, DuplicateKeyError, InvalidImageError
-from vlm_lake.image_ingest import IMAGE_SCHEMA, ImageIngestOptions, IngestReport, ingest_images
-from vlm_lake.lance_io import open_dataset
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.quarantine import read_rejected_images
+from vlm_lake.ingest.changes import IngestReport
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.ingest.quarantine import read_rejected_images
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import IMAGE_SCHEMA
+from vlm_lake.tables.lance_io import open_dataset
 
 
 class Lake:

@@ -17,13 +17,16 @@ import pyarrow as pa
 import pytest
 from helpers import photo_variant, sha256
 
-from vlm_lake import checks, publish
-from vlm_lake.image_ingest import IMAGE_SCHEMA, ImageIngestOptions, ingest_images
-from vlm_lake.lance_io import open_dataset
-from vlm_lake.lance_layout import MULTIMODAL_LAYOUT, maintain
-from vlm_lake.multimodal import affected_documents, build_multimodal, multimodal_schema
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.text_ingest import TextIngestOptions, ingest_texts, text_schema
+from vlm_lake import checks
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.ingest.texts import TextIngestOptions, ingest_texts
+from vlm_lake.multimodal.delta import affected_documents
+from vlm_lake.multimodal.join import build_multimodal
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import IMAGE_SCHEMA, multimodal_schema, text_schema
+from vlm_lake.tables.lance_io import open_dataset
+from vlm_lake.tables.layout import MULTIMODAL_LAYOUT, maintain
 
 # -- affected_documents, on versions written directly -------------------------------------
 

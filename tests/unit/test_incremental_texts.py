@@ -10,16 +10,17 @@ import lance
 import pytest
 from helpers import write_json
 
-from vlm_lake import publish
 from vlm_lake.errors import (
     DatasetNotFoundError,
     DuplicateKeyError,
     InvalidDocumentError,
     SourceNotFoundError,
 )
-from vlm_lake.lance_io import open_dataset
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.text_ingest import TextIngestOptions, TextIngestReport, ingest_texts, text_schema
+from vlm_lake.ingest.texts import TextIngestOptions, TextIngestReport, ingest_texts
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import text_schema
+from vlm_lake.tables.lance_io import open_dataset
 
 DOCS = [
     {"docid": "d1", "text": "first", "image_id1": "img1", "image_id2": "img2"},

@@ -9,18 +9,19 @@ import pyarrow as pa
 import pytest
 from helpers import photo_variant, sha256
 
-from vlm_lake import publish
-from vlm_lake.image_ingest import IMAGE_SCHEMA, ImageIngestOptions, ingest_images
-from vlm_lake.lance_io import open_dataset
-from vlm_lake.lance_layout import (
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.ingest.texts import ingest_texts
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import IMAGE_SCHEMA
+from vlm_lake.tables.lance_io import open_dataset
+from vlm_lake.tables.layout import (
     IMAGES_LAYOUT,
     CompactionPolicy,
     TableLayout,
     key_index_name,
     maintain,
 )
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.text_ingest import ingest_texts
 
 SMALL = TableLayout(key="k", rows_per_fragment=100, compaction=CompactionPolicy(4, 0.5))
 

@@ -11,12 +11,12 @@ import pytest
 from helpers import photo_variant, sha256
 
 from vlm_lake.errors import DatasetNotFoundError
-from vlm_lake.image_ingest import ingest_images
-from vlm_lake.lance_io import open_dataset
-from vlm_lake.lance_layout import MULTIMODAL_LAYOUT
-from vlm_lake.multimodal import build_multimodal, join_tasks
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.text_ingest import ingest_texts
+from vlm_lake.ingest.images import ingest_images
+from vlm_lake.ingest.texts import ingest_texts
+from vlm_lake.multimodal.join import build_multimodal, join_tasks
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables.lance_io import open_dataset
+from vlm_lake.tables.layout import MULTIMODAL_LAYOUT
 
 
 def _lake(tmp_path, n_images: int, docs: list[dict[str, Any]], store: ObjectStore):
@@ -31,9 +31,9 @@ def _lake(tmp_path, n_images: int, docs: list[dict[str, Any]], store: ObjectStor
     texts = tmp_path / "raw" / "docs.jsonl"
     texts.write_text("\n".join(json.dumps(d) for d in docs))
     lake = tmp_path / "lake"
-    from vlm_lake import publish
-    from vlm_lake.image_ingest import ImageIngestOptions
-    from vlm_lake.text_ingest import TextIngestOptions
+    from vlm_lake.ingest.images import ImageIngestOptions
+    from vlm_lake.ingest.texts import TextIngestOptions
+    from vlm_lake.tables import publish
 
     images = ingest_images(
         store,
@@ -107,7 +107,7 @@ def test_rejoin_overwrites_as_new_version(spark: Any, tmp_path, local_store) -> 
 def test_duplicate_image_ids_never_publish(spark: Any, tmp_path, local_store) -> None:
     import pyarrow as pa
 
-    from vlm_lake.image_ingest import IMAGE_SCHEMA
+    from vlm_lake.tables.contracts import IMAGE_SCHEMA
 
     docs = [{"docid": "a", "text": "t", "image_id1": "img000"}]
     lake, _ = _lake(tmp_path, 1, docs, local_store)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vlm_lake.parallel import bounded_parallel_map
+from vlm_lake.util.parallel import bounded_parallel_map
 
 
 def test_preserves_input_order_with_uneven_work() -> None:

@@ -10,8 +10,8 @@ import torch
 from helpers import sample_image_bytes
 from PIL import Image
 
-from vlm_lake.images import decode_rgb
-from vlm_lake.preprocess import (
+from vlm_lake.imaging.decode import decode_rgb
+from vlm_lake.imaging.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     imagenet_uint8,

@@ -11,14 +11,13 @@ import pyarrow as pa
 import pytest
 from helpers import photo_variant, sha256
 
-from vlm_lake import checks, publish
+from vlm_lake import checks
 from vlm_lake.errors import DatasetNotFoundError, NotPublishedError
-from vlm_lake.image_ingest import IMAGE_SCHEMA
-from vlm_lake.lance_io import open_dataset
-from vlm_lake.multimodal import multimodal_schema
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.text_ingest import text_schema
-from vlm_lake.training_export import format_record, promote, staging_uri
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import IMAGE_SCHEMA, multimodal_schema, text_schema
+from vlm_lake.tables.lance_io import open_dataset
+from vlm_lake.training.export_json import format_record, promote, staging_uri
 
 
 def _write(uri: Path | str, rows: list[dict[str, Any]], schema: pa.Schema, mode: str = "create"):

@@ -1,4 +1,4 @@
-"""lance_io.read_ranges: a whole dataset or fragment, in order, a range of rows at a time."""
+"""reads.read_ranges: a whole dataset or fragment, in order, a range of rows at a time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import lance
 import pyarrow as pa
 import pytest
 
-from vlm_lake.lance_io import read_ranges
+from vlm_lake.tables.reads import read_ranges
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""``lance_io.replace_rows``: delete by key and add fragments in a single Lance commit."""
+"""``fragments.replace_rows``: delete by key and add fragments in a single Lance commit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import lance
 import pyarrow as pa
 import pytest
 
-from vlm_lake import lance_io
+from vlm_lake.tables import fragments
 
 SCHEMA = pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.int64())])
 
@@ -38,11 +38,11 @@ def test_delete_and_add_are_one_version_and_untouched_fragments_stay(
     before = lance.dataset(uri, storage_options=storage)
     assert len(before.get_fragments()) == 3
     untouched = before.get_fragment(2).metadata
-    new = lance_io.write_fragment_files(
+    new = fragments.write_fragment_files(
         iter(_table(["k1", "k3", "k4", "k5", "new"], 1).to_batches()), uri, SCHEMA, storage
     )
     # k1: part of fragment 0; k3, k4, k5: all of fragment 1; unknown keys are ignored
-    after = lance_io.replace_rows(
+    after = fragments.replace_rows(
         uri, storage, key="key", remove={"k1", "k3", "k4", "k5", "gone"}, fragments_json=new
     )
     assert after.version == before.version + 1
@@ -62,14 +62,14 @@ def test_delete_and_add_are_one_version_and_untouched_fragments_stay(
 def test_nothing_to_do_writes_nothing(tmp_path: Path) -> None:
     uri = str(tmp_path / "t.lance")
     version = lance.write_dataset(_table(["a", "b"], 0), uri).version
-    same = lance_io.replace_rows(uri, None, key="key", remove=set(), fragments_json=[])
+    same = fragments.replace_rows(uri, None, key="key", remove=set(), fragments_json=[])
     assert same.version == version
-    also = lance_io.replace_rows(uri, None, key="key", remove={"zzz"}, fragments_json=[])
+    also = fragments.replace_rows(uri, None, key="key", remove={"zzz"}, fragments_json=[])
     assert also.version == version
 
 
 def test_keys_with_quotes_are_matched_exactly(tmp_path: Path) -> None:
     uri = str(tmp_path / "t.lance")
     lance.write_dataset(_table(["it's", "plain", "it"], 0), uri)
-    after = lance_io.replace_rows(uri, None, key="key", remove={"it's"}, fragments_json=[])
+    after = fragments.replace_rows(uri, None, key="key", remove={"it's"}, fragments_json=[])
     assert sorted(after.to_table().column("key").to_pylist()) == ["it", "plain"]

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import SAMPLE_IMAGES, sample_image_bytes
 
-from vlm_lake.feature_model import (
+from vlm_lake.features.model import (
     FeatureModel,
     ModelWeights,
     WeightsError,
@@ -27,15 +27,15 @@ from vlm_lake.feature_model import (
     resolve_precision,
     state_dict_bytes,
 )
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.preprocess import imagenet_uint8, normalize_batch
-from vlm_lake.resnet import (
+from vlm_lake.features.resnet import (
     RESNET50_PARAMETERS,
     ResNet50,
     count_parameters,
     fold_batch_norm,
     resnet50,
 )
+from vlm_lake.imaging.transforms import imagenet_uint8, normalize_batch
+from vlm_lake.store.object_store import ObjectStore
 
 DATA = Path(__file__).parents[1] / "data"
 REFERENCE = json.loads((DATA / "torchvision_resnet50.json").read_text())

@@ -11,14 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from vlm_lake.lance_io import merge_batches
-from vlm_lake.similarity import (
-    NearDuplicates,
-    VectorIndexReport,
-    ensure_vector_index,
-    near_duplicate_pairs,
-    similar_images,
-)
+from vlm_lake.features.near_duplicates import NearDuplicates, near_duplicate_pairs
+from vlm_lake.features.vector_index import VectorIndexReport, ensure_vector_index, similar_images
+from vlm_lake.tables.lance_io import merge_batches
 
 DIM = 2048
 
@@ -93,7 +88,7 @@ def test_planted_pairs_are_counted_exactly(planted, caplog: pytest.LogCaptureFix
     ds = lance.dataset(uri)
     assert len(ds.get_fragments()) == 4
 
-    with caplog.at_level(logging.INFO, logger="vlm_lake.similarity"):
+    with caplog.at_level(logging.INFO, logger="vlm_lake.features.near_duplicates"):
         found = near_duplicate_pairs(ds)
 
     assert isinstance(found, NearDuplicates)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
-from vlm_lake.spark_lance import read_lance, storage_options_to_spark, write_lance
+from vlm_lake.spark.lance_source import read_lance, storage_options_to_spark, write_lance
 
 
 def _table(n: int, start: int = 0) -> pa.Table:

@@ -11,16 +11,11 @@ import lance
 import pytest
 from helpers import SEED_TESTDATA, put, upload_seed_example, write_json
 
-from vlm_lake import publish
 from vlm_lake.errors import DuplicateKeyError, InvalidDocumentError, SourceNotFoundError
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.text_ingest import (
-    PROVENANCE_COLUMNS,
-    TextIngestOptions,
-    image_id_columns,
-    ingest_texts,
-    text_schema,
-)
+from vlm_lake.ingest.texts import TextIngestOptions, ingest_texts
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import PROVENANCE_COLUMNS, image_id_columns, text_schema
 
 #: Versions a full rewrite commits: the rows, then the docid index a rewrite drops
 #: (``lance_layout.maintain``). Both are complete tables; the report names the latest.

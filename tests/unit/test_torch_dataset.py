@@ -17,20 +17,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 from vlm_lake.errors import DatasetNotFoundError
-from vlm_lake.image_ingest import IMAGE_SCHEMA
-from vlm_lake.multimodal import multimodal_schema
-from vlm_lake.object_store import ObjectStore
-from vlm_lake.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_batch, to_float
-from vlm_lake.text_ingest import text_schema
-from vlm_lake.torch_dataset import (
-    _MAPPED,
-    POOL_BUFFERS,
-    POOLED_BATCH_BYTES,
-    VLMDataset,
-    _BufferPool,
-    _Shipment,
-    collate,
-)
+from vlm_lake.imaging.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch, to_float
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables.contracts import IMAGE_SCHEMA, multimodal_schema, text_schema
+from vlm_lake.training.dataset import VLMDataset, collate
+from vlm_lake.training.shm_transport import MAPPED as _MAPPED
+from vlm_lake.training.shm_transport import POOL_BUFFERS, POOLED_BATCH_BYTES
+from vlm_lake.training.shm_transport import BufferPool as _BufferPool
+from vlm_lake.training.shm_transport import Shipment as _Shipment
 
 
 def _gray_jpeg() -> bytes:

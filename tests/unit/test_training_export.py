@@ -12,9 +12,10 @@ import pytest
 from helpers import sample_image_bytes, write_published
 
 from vlm_lake.errors import DatasetNotFoundError
-from vlm_lake.multimodal import multimodal_schema
-from vlm_lake.object_store import PART_SIZE, ObjectStore
-from vlm_lake.training_export import export_training_json, format_record
+from vlm_lake.store.multipart import PART_SIZE
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables.contracts import multimodal_schema
+from vlm_lake.training.export_json import export_training_json, format_record
 
 IMG1 = sample_image_bytes("image1.jpg")
 IMG2 = sample_image_bytes("image2.jpg")

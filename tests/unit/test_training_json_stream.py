@@ -9,8 +9,10 @@ import pytest
 from helpers import photo_variant
 
 from vlm_lake import checks
-from vlm_lake.checks import _JSONArrayError, _stream_json_array
-from vlm_lake.training_export import format_record
+from vlm_lake.checks import training_json
+from vlm_lake.checks.json_stream import JSONArrayError as _JSONArrayError
+from vlm_lake.checks.json_stream import stream_json_array as _stream_json_array
+from vlm_lake.training.export_json import format_record
 
 RECORDS = [
     {"instruction": "première ligne — ünïcode", "input": ["ab" * 50], "output": ""},
@@ -59,7 +61,7 @@ def test_a_record_larger_than_the_limit_is_refused_not_buffered() -> None:
 def test_check_streams_a_file_larger_than_one_chunk_on_s3(
     s3_store, bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checks, "READ_CHUNK_BYTES", 1000)  # many chunks, records split
+    monkeypatch.setattr(training_json, "READ_CHUNK_BYTES", 1000)  # many chunks, records split
     image = photo_variant(3, size=(64, 48))
     records = [format_record(f"doc {i}", [image, None, image]) for i in range(20)]
     body = ("[\n" + ",\n".join(records) + "\n]\n").encode()

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import put, sha256
 
-from vlm_lake import uris
-from vlm_lake.object_store import PART_SIZE, ObjectStore, StoreSettings
+from vlm_lake.store import uris
+from vlm_lake.store.multipart import PART_SIZE
+from vlm_lake.store.object_store import ObjectStore, StoreSettings
 
 # -- uris ----------------------------------------------------------------------------------
 

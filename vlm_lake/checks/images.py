@@ -1,0 +1,103 @@
+"""Checks of ``image_lance``: unique ids, every written image decodes, byte-identical images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from vlm_lake.checks.spec import MAX_EXAMPLES, CheckOutcome, CheckSpec, unique_key
+from vlm_lake.errors import InvalidImageError
+from vlm_lake.imaging.decode import probe_image
+from vlm_lake.tables import lance_io, reads
+
+IMAGE_ID_UNIQUE = CheckSpec("image_lance", "image_id_unique", True, "No image_id appears twice.")
+IMAGES_DECODE = CheckSpec(
+    "image_lance", "images_decode", True, "Every image written by the run decodes with Pillow."
+)
+DUPLICATE_IMAGES = CheckSpec(
+    "image_lance",
+    "duplicate_images",
+    False,
+    "Byte-identical images under different ids (sha256).",
+)
+SPECS = (IMAGE_ID_UNIQUE, IMAGES_DECODE, DUPLICATE_IMAGES)
+
+
+def check_images(
+    ds: Any, written_ids: Sequence[str] | None = None, batch_rows: int = 64
+) -> list[CheckOutcome]:
+    """Checks of one ``image_lance`` version (:data:`SPECS`).
+
+    Args:
+        ds: The dataset, opened at the candidate version.
+        written_ids: Rows written by the run that produced it; only those are decoded again
+            (the others were decoded when they were written and have not changed). None
+            decodes every row.
+        batch_rows: Rows per read while decoding.
+
+    Returns:
+        ``image_id_unique`` and ``images_decode`` (blocking), ``duplicate_images`` (warning).
+    """
+    return [
+        unique_key(IMAGE_ID_UNIQUE, ds, "image_id"),
+        _images_decode(ds, written_ids, batch_rows),
+        _duplicate_images(ds),
+    ]
+
+
+def _images_decode(ds: Any, written_ids: Sequence[str] | None, batch_rows: int) -> CheckOutcome:
+    scanned = 0
+    failures: list[dict[str, str]] = []
+    for batch in _image_batches(ds, written_ids, batch_rows):
+        for image_id, data, uri in zip(
+            batch.column("image_id").to_pylist(),
+            batch.column("image_data").to_pylist(),
+            batch.column("source_uri").to_pylist(),
+            strict=True,
+        ):
+            scanned += 1
+            try:
+                probe_image(data, uri)
+            except InvalidImageError as exc:
+                failures.append({"image_id": image_id, "problem": exc.problem})
+    scope = "every row" if written_ids is None else f"the {len(written_ids)} rows this run wrote"
+    return IMAGES_DECODE.outcome(
+        not failures,
+        len(failures),
+        f"0 undecodable images ({scope}; {scanned} decoded)",
+        {"decoded": scanned, "failures": failures[:MAX_EXAMPLES]},
+    )
+
+
+def _duplicate_images(ds: Any) -> CheckOutcome:
+    table = ds.to_table(columns=["image_id", "sha256"])
+    groups: dict[str, list[str]] = {}
+    for image_id, digest in zip(
+        table.column("image_id").to_pylist(), table.column("sha256").to_pylist(), strict=True
+    ):
+        groups.setdefault(digest, []).append(image_id)
+    same = [{"sha256": d[:16], "image_ids": ids} for d, ids in groups.items() if len(ids) > 1]
+    return DUPLICATE_IMAGES.outcome(
+        not same,
+        len(same),
+        "no two image_ids with byte-identical content (same sha256)",
+        {"groups": same[:MAX_EXAMPLES]},
+    )
+
+
+def _image_batches(
+    ds: Any, written_ids: Sequence[str] | None, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    columns = ["image_id", "image_data", "source_uri"]
+    if written_ids is None:
+        yield from reads.read_ranges(ds, columns, batch_rows)
+        return
+    for start in range(0, len(written_ids), batch_rows):
+        chunk = written_ids[start : start + batch_rows]
+        yield from ds.to_batches(
+            columns=columns,
+            filter=f"image_id IN ({lance_io.sql_string_list(chunk)})",
+            batch_size=batch_rows,
+        )

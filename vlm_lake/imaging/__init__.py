@@ -1,0 +1,1 @@
+"""Pixels: probing and decoding image bytes, and the transforms models need."""

@@ -1,0 +1,1 @@
+"""What trainers read: the training JSON export and the PyTorch ``VLMDataset``."""

@@ -1,0 +1,297 @@
+"""``VLMDataset``: a PyTorch Dataset reading ``multimodal_lance`` by row.
+
+Each item is ``(text, images)`` with ``images`` a tensor ``[K, 3, H, W]`` and zeros in the
+slots a document has no image for, so the default collate gives ``[B, K, 3, 224, 224]``.
+By default ``images`` is float32 in [0, 1] (as torchvision's ``Resize((224, 224))`` +
+``ToTensor`` would give); ``output="uint8"`` gives the same pixels as ``uint8`` 0..255, a
+quarter of the bytes to move to the GPU, and :func:`to_float` turns such a batch into
+(optionally normalised) floats on the device.
+
+Rows are fetched with ``LanceDataset.take`` (a batch at a time through ``__getitems__``),
+never by collecting the table. ``__getitems__`` decodes the whole batch into one ``uint8``
+``[B, K, 3, H, W]`` tensor. Inside a DataLoader worker that tensor is a shared-memory
+buffer the worker reuses, and :func:`collate` (the ``collate_fn`` of
+:meth:`VLMDataset.loader_kwargs`) ships it to the main process as is (no ``torch.stack``;
+float32 made on arrival from a quarter of the bytes): see
+:mod:`vlm_lake.training.shm_transport`. The default collate works too, at the cost of a
+stack into new shared memory. The dataset is opened lazily in
+whichever process reads, keyed by process id, because Lance is not fork-safe: a DataLoader
+worker never reuses the parent's handle. Use ``multiprocessing_context="forkserver"`` (in
+``loader_kwargs``) to avoid forking a process that has Lance loaded at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate, get_worker_info
+
+from vlm_lake.imaging.decode import decode_rgb
+from vlm_lake.imaging.transforms import to_float
+from vlm_lake.tables import lance_io, publish
+from vlm_lake.tables.contracts import image_columns, image_id_columns
+from vlm_lake.training.shm_transport import (
+    AVAILABLE,
+    Buffer,
+    Shipment,
+    batch_pixels,
+    new_shared,
+)
+
+__all__ = ["OUTPUTS", "VLMDataset", "collate", "to_float", "to_tensor"]
+
+Sample = tuple[str, torch.Tensor]
+
+_BANDS = ("R", "G", "B")
+
+#: Values of ``VLMDataset(output=...)``: float32 in [0, 1], or uint8 0..255.
+OUTPUTS: tuple[str, ...] = ("float", "uint8")
+
+
+def to_tensor(image: Any) -> torch.Tensor:
+    """Convert an RGB Pillow image to a float tensor ``[3, H, W]`` in [0, 1]."""
+    array = np.array(image, dtype=np.uint8, copy=True)
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+class _Batch(Sequence[Sample]):
+    """The samples of one ``__getitems__`` call, over one ``[B, K, 3, H, W]`` uint8 batch.
+
+    Each sample's images are a view of ``pixels`` (uint8 output) or of their float32
+    conversion (float output, made on first access; :func:`collate` never needs it).
+    """
+
+    def __init__(
+        self, texts: list[str], pixels: torch.Tensor, to_float: bool, buffer: Buffer | None
+    ) -> None:
+        self.texts = texts
+        self.pixels = pixels
+        self.to_float = to_float
+        self.buffer = buffer
+        self._images: torch.Tensor | None = None
+
+    def images(self) -> torch.Tensor:
+        """The whole batch in the dataset's output dtype."""
+        if self._images is None:
+            self._images = torch.div(self.pixels, 255.0) if self.to_float else self.pixels
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.texts[index], self.images()[index]
+
+
+def collate(samples: Sequence[Sample]) -> list[Any]:
+    """Collate ``VLMDataset`` samples into ``[texts, images]``, as ``default_collate`` does.
+
+    A batch straight from :meth:`VLMDataset.__getitems__` already holds its images as one
+    ``[B, K, 3, H, W]`` tensor: no ``torch.stack``. Inside a DataLoader worker a batch of
+    up to ``shm_transport.POOLED_BATCH_BYTES`` crosses to the main process as ``uint8`` through a
+    shared-memory buffer that the worker reuses: the main process copies it out on arrival,
+    converting it to float32 there for ``output="float"`` (a quarter of the bytes through
+    shared memory). So inside a worker the images are then a stand-in that only the trip to
+    the main process turns into a tensor: use this function as the DataLoader's
+    ``collate_fn`` (see :meth:`VLMDataset.loader_kwargs`), not inside another collate
+    function. A bigger batch is made in new shared memory and sent as is, as the default
+    collate does. Anything other than such a batch goes to ``default_collate``.
+
+    Args:
+        samples: ``(text, images)`` pairs.
+
+    Returns:
+        ``[texts, images]``: the tuple of texts and the ``[B, K, 3, H, W]`` images.
+    """
+    if not isinstance(samples, _Batch):
+        return default_collate(samples)
+    texts = tuple(samples.texts)
+    if samples.buffer is not None:
+        samples.buffer.shipped = True
+        return [texts, Shipment(samples.buffer, tuple(samples.pixels.shape), samples.to_float)]
+    if samples.to_float and get_worker_info() is not None and AVAILABLE:
+        out = new_shared(tuple(samples.pixels.shape), torch.float32)  # float32, shared
+        return [texts, torch.div(samples.pixels, 255.0, out=out)]
+    return [texts, samples.images()]
+
+
+class VLMDataset(Dataset[Sample]):
+    """Documents with their images, ready for a ``DataLoader``.
+
+    Args:
+        uri: URI of ``multimodal.lance``.
+        storage_options: Lance storage options (credentials, endpoint) for S3 URIs.
+        version: Version or tag to read. The default, ``"published"``, is the last version
+            that passed its blocking checks; None pins the latest (possibly unchecked)
+            version. Whatever is chosen is pinned to a number when the dataset is built.
+        image_size: Output height and width (224 as in the seed).
+        transform: Optional callable applied to each RGB Pillow image (full size) instead
+            of the default resize + to-tensor; must return a ``[3, H, W]`` tensor.
+        output: ``"float"`` (default): float32 in [0, 1], the seed's ``ToTensor``.
+            ``"uint8"``: the same pixels as 0..255; a quarter of the bytes between
+            processes and to the GPU; convert there with :func:`to_float`.
+        draft: Decode a JPEG whose sides are both at least twice ``image_size`` at a
+            reduced DCT scale (1/2, 1/4 or 1/8) that keeps both sides >= ``image_size``,
+            before the bilinear resize: several times faster on large photos, and within
+            a few levels of the full decode (see ``decode_rgb(draft_min=...)``). Smaller
+            sources and other formats are decoded in full either way.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None = None,
+        *,
+        version: int | str | None = "published",
+        image_size: int = 224,
+        transform: Callable[[Any], torch.Tensor] | None = None,
+        output: str = "float",
+        draft: bool = True,
+    ) -> None:
+        if image_size < 1:
+            raise ValueError(f"image_size={image_size!r} must be a positive number of pixels")
+        if output not in OUTPUTS:
+            raise ValueError(f"output={output!r} is not allowed; expected one of {OUTPUTS}")
+        if transform is not None and output != "float":
+            raise ValueError(
+                f"output={output!r} with a transform is not allowed: the transform returns "
+                "its own tensors; use output='float' (the default) with a transform"
+            )
+        self.uri = uri
+        self.storage_options = dict(storage_options or {})
+        ds = publish.open_version(uri, self.storage_options, version)
+        self.version = ds.version
+        self.num_slots = len(image_id_columns(ds.schema))
+        self.columns = ["docid", "text", *image_columns(self.num_slots)]
+        missing = [c for c in self.columns if c not in ds.schema.names]
+        if missing:
+            raise ValueError(
+                f"uri={uri!r} is not a multimodal dataset: columns {missing} are missing "
+                f"(found {ds.schema.names})"
+            )
+        if self.num_slots == 0:
+            raise ValueError(
+                f"uri={uri!r} has no image_idN / imageN columns; a multimodal dataset needs "
+                "at least one image slot"
+            )
+        self._len = ds.count_rows()
+        self.image_size = image_size
+        self.transform = transform
+        self.output = output
+        self.draft = draft
+        self._ds: Any = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_ds"], state["_pid"] = None, None
+        return state
+
+    def _dataset(self) -> Any:
+        if self._ds is None or self._pid != os.getpid():
+            self._ds = lance_io.open_dataset(self.uri, self.storage_options, self.version)
+            self._pid = os.getpid()
+        return self._ds
+
+    def _decode_error(self, exc: Exception, index: int, slot: int) -> ValueError:
+        docid = self._dataset().take([index], columns=["docid"]).column(0)[0].as_py()
+        return ValueError(
+            f"docid={docid!r} image{slot} in {self.uri!r} (version {self.version}) "
+            f"cannot be decoded: {exc}"
+        )
+
+    def _decode_into(self, out: np.ndarray, data: bytes, index: int, slot: int) -> None:
+        """Decode ``data`` resized to ``image_size`` square into ``out`` (uint8 [3, H, W])."""
+        size = self.image_size
+        try:
+            image = decode_rgb(data, (size, size), draft_min=size if self.draft else None)
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise self._decode_error(exc, index, slot) from exc
+        # One band at a time, straight from Pillow's pixels into the channel planes: cheaper
+        # than np.asarray (a packed HWC copy) followed by a strided HWC -> CHW copy.
+        planes = out.reshape(3, -1)
+        for channel, band in enumerate(_BANDS):
+            planes[channel] = np.frombuffer(image.tobytes("raw", band), dtype=np.uint8)
+
+    def _transformed(self, data: bytes | None, index: int, slot: int) -> torch.Tensor:
+        if data is None:
+            return torch.zeros(3, self.image_size, self.image_size)
+        try:
+            image = decode_rgb(data)
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise self._decode_error(exc, index, slot) from exc
+        assert self.transform is not None
+        return self.transform(image)
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[Sample]:
+        """Fetch several rows with one Lance ``take``; the DataLoader calls this per batch.
+
+        The images of all rows are decoded into one ``[B, K, 3, H, W]`` uint8 tensor
+        (inside a DataLoader worker, a reused shared-memory buffer); each sample's images
+        are a view of it, or of its float32 conversion (see :func:`collate`).
+        """
+        idx = [int(i) for i in indices]
+        for i in idx:
+            if not 0 <= i < self._len:
+                raise IndexError(f"index {i} out of range for VLMDataset of {self._len} rows")
+        # docid is only needed to name a bad image: fetched only then (_decode_error).
+        table = self._dataset().take(idx, columns=self.columns[1:])
+        texts = table.column("text").to_pylist()
+        slots = [table.column(c).to_pylist() for c in self.columns[2:]]
+        if self.transform is not None:
+            stacked = [
+                torch.stack(
+                    [
+                        self._transformed(col[row], index, slot)
+                        for slot, col in enumerate(slots, start=1)
+                    ]
+                )
+                for row, index in enumerate(idx)
+            ]
+            return list(zip(texts, stacked, strict=True))
+        size = self.image_size
+        shape = (len(idx), self.num_slots, 3, size, size)
+        pixels, buffer, zeroed = batch_pixels(shape, self.output == "float")
+        array = pixels.numpy()
+        for slot, col in enumerate(slots):
+            for row, data in enumerate(col):
+                if data is not None:
+                    self._decode_into(array[row, slot], data, idx[row], slot + 1)
+                elif not zeroed:  # a reused buffer: missing images must be zeros
+                    array[row, slot] = 0
+        return _Batch(texts, pixels, self.output == "float", buffer)
+
+    def __getitem__(self, index: int) -> Sample:
+        if index < 0:
+            index += self._len
+        return self.__getitems__([index])[0]
+
+    @staticmethod
+    def loader_kwargs() -> dict[str, Any]:
+        """DataLoader arguments for ``num_workers > 0``.
+
+        * ``multiprocessing_context="forkserver"``: keeps Lance out of forked workers;
+        * ``collate_fn=collate``: each batch goes to the main process through a reused
+          shared-memory buffer, as ``uint8`` (see :func:`collate`);
+        * ``persistent_workers=True``: the workers (each with its Lance handle and buffers,
+          torch and Pillow imported) stay alive between epochs instead of starting again.
+
+        The DataLoader already runs each worker with one torch thread; one worker per core
+        keeps the cores busy (decoding is the work). With a GPU, add ``pin_memory=True``
+        (and prefer ``output="uint8"`` with :func:`to_float` on the device).
+        """
+        return {
+            "multiprocessing_context": "forkserver",
+            "collate_fn": collate,
+            "persistent_workers": True,
+        }

@@ -1,0 +1,1 @@
+"""Small helpers every stage uses: a rate-limited progress log, a bounded parallel map."""
