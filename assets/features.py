@@ -6,9 +6,8 @@
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.gate import check_results, check_specs, gate_and_publish
+from assets.gate import check_specs, checked_lance_result
 from assets.ingest import GROUP
-from assets.metadata import lance_result
 from resources.feature_model import FeatureModelResource
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
@@ -82,19 +81,13 @@ def image_features(
         computed_ids=report.computed_ids,
         random_init=weights.random_init,
     )
-    return lance_result(
+    return checked_lance_result(
+        context,
+        "image_features",
         report.summary,
         out_storage,
-        check_results=check_results("image_features", outcomes),
-        **gate_and_publish(
-            context,
-            "image_features",
-            layout.image_features,
-            out_storage,
-            version,
-            outcomes,
-            report.lineage(),
-        ),
+        outcomes,
+        lineage=report.lineage(),
         weights=MetadataValue.text(weights.source),
         weights_identity=MetadataValue.text(weights.identity),
         model=MetadataValue.text(MODEL_NAME),

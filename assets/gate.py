@@ -1,9 +1,11 @@
-"""Write, check, publish: turn core check outcomes into Dagster check results.
+"""Write, check, publish: the skeleton every Lance asset's step follows.
 
 Every Lance asset runs its checks *inside* its own step, against the candidate version it
-just wrote, and publishes that version only if no blocking check failed. Each check is also
-declared as a blocking (or warning) ``AssetCheckSpec``, so the UI shows the evidence and a
-failed blocking check stops the downstream assets too.
+just wrote, and publishes that version only if no blocking check failed
+(:func:`checked_lance_result`). Each check is also declared to Dagster as a blocking (or
+warning) ``AssetCheckSpec``, built from the check's one declaration in
+:data:`vlm_lake.checks.SPECS`, so the UI shows the evidence and a failed blocking check
+stops the downstream assets too.
 """
 
 from __future__ import annotations
@@ -13,67 +15,48 @@ from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    MaterializeResult,
     MetadataValue,
 )
 
-from vlm_lake.checks import CheckOutcome, blocking_failures
+from assets.metadata import lance_result
+from vlm_lake.checks import SPECS, CheckOutcome, blocking_failures
 from vlm_lake.tables import publish
-
-#: Checks of each asset: (name, blocking, description). Names match vlm_lake.checks.all_checks.
-CHECKS: dict[str, list[tuple[str, bool, str]]] = {
-    "image_lance": [
-        ("image_id_unique", True, "No image_id appears twice."),
-        ("images_decode", True, "Every image written by the run decodes with Pillow."),
-        ("duplicate_images", False, "Byte-identical images under different ids (sha256)."),
-    ],
-    "text_lance": [
-        ("docid_unique", True, "No docid appears twice."),
-        ("text_not_empty", True, "Every document has a non-blank text."),
-        ("schema_as_contracted", True, "docid, text, image_id1..K, source_uri, record_sha256."),
-    ],
-    "multimodal_lance": [
-        ("one_row_per_document", True, "Exactly one row per document of text_lance."),
-        ("dangling_references", False, "Referenced image ids that are not in image_lance."),
-    ],
-    "image_features": [
-        ("one_row_per_image", True, "One row per image of image_lance, with its current sha256."),
-        ("features_finite", True, "No NaN or infinite value in any feature vector."),
-        ("single_model", True, "Every row computed by this run's model and weights."),
-        (
-            "near_duplicate_images",
-            False,
-            "Image pairs whose features have cosine similarity >= 0.98.",
-        ),
-    ],
-    "training_json": [
-        ("parses", True, "The file is one JSON array."),
-        ("record_count_matches", True, "One record per document of multimodal_lance."),
-        ("images_decode", True, "Every hex string decodes to an image."),
-    ],
-}
+from vlm_lake.tables.lance_io import DatasetSummary
 
 
 def check_specs(asset: str) -> list[AssetCheckSpec]:
-    """The ``AssetCheckSpec`` s of one asset (blocking for the ones that guard training)."""
+    """The ``AssetCheckSpec`` s of one asset, from the checks' own declarations."""
     return [
-        AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
-        for name, blocking, description in CHECKS[asset]
+        AssetCheckSpec(spec.name, asset=asset, blocking=spec.blocking, description=spec.description)
+        for spec in SPECS[asset]
     ]
 
 
-def check_results(asset: str, outcomes: Sequence[CheckOutcome]) -> list[AssetCheckResult]:
-    """Convert core outcomes to results carrying the observed value and the expectation."""
-    declared = {name for name, _, _ in CHECKS[asset]}
+def check_results(
+    asset: str, outcomes: Sequence[CheckOutcome], context: AssetExecutionContext | None = None
+) -> list[AssetCheckResult]:
+    """Core outcomes as Dagster results with the observed value and the expectation.
+
+    With ``context``, only the checks of the run's selection are returned (the gate uses
+    every outcome either way).
+
+    Raises:
+        ValueError: The outcomes are not exactly the checks declared for ``asset``.
+    """
+    declared = {spec.name for spec in SPECS[asset]}
     produced = {o.name for o in outcomes}
     if produced != declared:
         raise ValueError(
             f"checks of {asset!r}: produced {sorted(produced)}, declared {sorted(declared)}"
         )
+    selected = None if context is None else context.selected_asset_check_keys
     return [
         AssetCheckResult(
             asset_key=AssetKey(asset),
@@ -87,6 +70,7 @@ def check_results(asset: str, outcomes: Sequence[CheckOutcome]) -> list[AssetChe
             },
         )
         for o in outcomes
+        if selected is None or AssetCheckKey(AssetKey(asset), o.name) in selected
     ]
 
 
@@ -125,6 +109,44 @@ def gate_and_publish(
         publish.publish(uri, version, storage, lineage)
     current = publish.published(uri, storage)
     return publication_metadata(not failures, current.version if current else None)
+
+
+def checked_lance_result(
+    context: AssetExecutionContext,
+    asset: str,
+    summary: DatasetSummary,
+    storage: dict[str, str],
+    outcomes: Sequence[CheckOutcome],
+    *,
+    lineage: dict[str, str] | None = None,
+    **metadata: Any,
+) -> MaterializeResult:
+    """The last steps every Lance asset shares: gate and publish, then report.
+
+    Args:
+        context: The step's context.
+        asset: The asset (also the result's key, for multi-assets).
+        summary: The candidate version the run wrote (or found).
+        storage: Lance storage options.
+        outcomes: The checks run on that version.
+        lineage: What to record with the published tag.
+        **metadata: The asset's own metadata entries.
+
+    Returns:
+        The result with the Lance metadata, the publication, the selected check results and
+        ``metadata``.
+    """
+    published = gate_and_publish(
+        context, asset, summary.uri, storage, summary.version, outcomes, lineage
+    )
+    return lance_result(
+        summary,
+        storage,
+        asset_key=asset,
+        check_results=check_results(asset, outcomes, context),
+        **published,
+        **metadata,
+    )
 
 
 def publication_metadata(published: bool, published_version: int | None) -> dict[str, Any]:

@@ -6,9 +6,8 @@
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 from pydantic import Field
 
-from assets.gate import check_results, check_specs, gate_and_publish
+from assets.gate import check_specs, checked_lance_result
 from assets.ingest import GROUP
-from assets.metadata import lance_result
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
@@ -73,19 +72,13 @@ def multimodal_lance(
         lance_io.open_dataset(layout.texts, text_storage, report.text_version),
         lance_io.open_dataset(layout.images, image_storage, report.image_version),
     )
-    return lance_result(
+    return checked_lance_result(
+        context,
+        "multimodal_lance",
         report.summary,
         out_storage,
-        check_results=check_results("multimodal_lance", outcomes),
-        **gate_and_publish(
-            context,
-            "multimodal_lance",
-            layout.multimodal,
-            out_storage,
-            version,
-            outcomes,
-            report.lineage(),
-        ),
+        outcomes,
+        lineage=report.lineage(),
         committed=report.committed,
         full_rebuild=report.full_rebuild,
         image_slots=report.num_slots,

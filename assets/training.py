@@ -56,5 +56,5 @@ def training_json(
             "format": MetadataValue.text('[{"instruction": str, "input": [hex], "output": ""}]'),
             "preview": MetadataValue.md(markdown_table(report.preview)),
         },
-        check_results=check_results("training_json", outcomes),
+        check_results=check_results("training_json", outcomes, context),
     )

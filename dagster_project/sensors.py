@@ -40,15 +40,23 @@ TAG_PREFIX = "vlm_lake"
 
 @dataclass(frozen=True)
 class UploadSource:
-    """One watched source and the ingest asset that reads it."""
+    """One watched source, the ingest asset that reads it and its quarantine table.
+
+    A run for a changed source materializes both: the ingest records the rejections.
+    """
 
     name: str
     env_var: str
     ingest_asset: AssetKey
+    quarantine_asset: AssetKey
 
 
-IMAGES = UploadSource("images", "RAW_IMAGES_URI", AssetKey("image_lance"))
-TEXTS = UploadSource("texts", "RAW_TEXTS_URI", AssetKey("text_lance"))
+IMAGES = UploadSource(
+    "images", "RAW_IMAGES_URI", AssetKey("image_lance"), AssetKey("rejected_images")
+)
+TEXTS = UploadSource(
+    "texts", "RAW_TEXTS_URI", AssetKey("text_lance"), AssetKey("rejected_documents")
+)
 SOURCES: tuple[UploadSource, ...] = (IMAGES, TEXTS)
 
 
@@ -216,7 +224,8 @@ def evaluate_uploads(
             f"{SENSOR_NAME} needs the code location's asset graph, but the context has no "
             "repository; pass definitions= (or repository_def=) to build_sensor_context"
         )
-    selection = downstream_selection(repository, [s.ingest_asset for s in changed])
+    roots = [key for s in changed for key in (s.ingest_asset, s.quarantine_asset)]
+    selection = downstream_selection(repository, roots)
     generation = (previous.generation if previous else 0) + 1
     run_key = run_key_for(generation, snapshots)
     tags = {f"{TAG_PREFIX}/changed_sources": ",".join(s.name for s in changed)}

@@ -46,7 +46,9 @@ def test_first_tick_requests_every_ingest_and_downstream_asset(
     first = tick(None)
     assert first.skip_message is None
     run = first.run
-    assert first.selected == expected_selection(graph, ["image_lance", "text_lance"])
+    assert first.selected == expected_selection(
+        graph, ["image_lance", "rejected_images", "text_lance", "rejected_documents"]
+    )
     assert {"image_lance", "text_lance", "multimodal_lance", "training_json"} <= first.selected
     assert run.run_key.startswith("uploads-1-")
     assert run.tags["vlm_lake/changed_sources"] == "images,texts"
@@ -88,7 +90,8 @@ def test_new_upload_requests_image_side_with_a_new_run_key(
     assert second.run.run_key.startswith("uploads-2-")
     assert second.run.tags["vlm_lake/changed_sources"] == "images"
     assert second.run.tags["vlm_lake/images_objects"] == "4"
-    assert second.selected == expected_selection(graph, ["image_lance"])
+    assert second.selected == expected_selection(graph, ["image_lance", "rejected_images"])
+    assert "rejected_images" in second.selected  # the ingest records its quarantine
     assert "image_lance" in second.selected and "text_lance" not in second.selected
     assert "multimodal_lance" in second.selected and "training_json" in second.selected
     assert "image_features" in second.selected  # new images get their features
@@ -141,7 +144,7 @@ def test_texts_only_change_selects_text_side_not_image_ingest(
     put(s3_store.client, bucket, TEXTS_KEY, json.dumps(records).encode())
     second = tick(first.cursor)
     assert second.run.tags["vlm_lake/changed_sources"] == "texts"
-    assert second.selected == expected_selection(graph, ["text_lance"])
+    assert second.selected == expected_selection(graph, ["text_lance", "rejected_documents"])
     assert {"text_lance", "multimodal_lance", "training_json"} <= second.selected
     assert "image_lance" not in second.selected
     assert "image_features" not in second.selected  # a text-only change computes none

@@ -143,7 +143,7 @@ def test_daemon_ticks_persist_the_cursor_and_never_start_a_run_twice(
         assert tick1.run_keys == [run_key] and run_key.startswith("uploads-1-")
         graph = defs.resolve_asset_graph()
         assert {k.to_user_string() for k in runs[0].asset_selection} == expected_selection(
-            graph, ["image_lance", "text_lance"]
+            graph, ["image_lance", "rejected_images", "text_lance", "rejected_documents"]
         )
         assert runs[0].job_name == "vlm_lake_job"
         assert runs[0].tags["vlm_lake/images_objects"] == "3"

@@ -163,6 +163,7 @@ def ingest_images(
     options: ImageIngestOptions | None = None,
     *,
     rejects_uri: str | None = None,
+    record_rejects: bool = True,
 ) -> ImageIngestReport:
     """Bring the Lance dataset at ``dataset_uri`` up to date with the images under ``images_uri``.
 
@@ -180,6 +181,9 @@ def ingest_images(
         options: Knobs and policies.
         rejects_uri: Where ``rejected_images.lance`` goes; None keeps rejections only in
             the report (and then nothing is carried over between runs).
+        record_rejects: Rewrite ``rejects_uri`` with this run's rejections. False only
+            reads it (earlier rejections of unchanged objects are still not downloaded
+            again): for a run that materializes ``image_lance`` without its quarantine.
 
     Returns:
         An :class:`ImageIngestReport`; the new version is a candidate until it is published.
@@ -207,9 +211,10 @@ def ingest_images(
     rejected = list(plan.rejected)
     written: list[str] = []
     batches = iter_image_batches(store, plan.to_fetch, options, progress, rejected, written)
+    rejects_out = rejects_uri if record_rejects else None
     layout = dataclasses.replace(IMAGES_LAYOUT, rows_per_fragment=options.max_rows_per_file)
     result = commit_changes(
-        _non_empty_rebuild(batches, rebuild, plan, images_uri, rejected, store, rejects_uri),
+        _non_empty_rebuild(batches, rebuild, plan, images_uri, rejected, store, rejects_out),
         uri=dataset_uri,
         storage=storage,
         schema=IMAGE_SCHEMA,
@@ -219,7 +224,7 @@ def ingest_images(
         message=f"ingest images from {images_uri} (full rebuild)",
     )
     progress.done()
-    _save_rejects(store, rejects_uri, rejected)
+    _save_rejects(store, rejects_out, rejected)
     return ImageIngestReport(
         summary=lance_io.summarize(lance_io.open_dataset(dataset_uri, storage), dataset_uri),
         committed=result.committed,
@@ -236,6 +241,42 @@ def ingest_images(
         objects=progress.count,
         bytes=progress.nbytes,
     )
+
+
+def quarantine_images(
+    store: ObjectStore,
+    images_uri: str,
+    dataset_uri: str,
+    options: ImageIngestOptions | None = None,
+    *,
+    rejects_uri: str,
+) -> list[RejectedImage]:
+    """Find the source's current rejections and record them, without writing ``image_lance``.
+
+    The same rules as :func:`ingest_images`: the listing is compared with the published
+    version (read only), names and stems are checked, objects that are new or changed since
+    are downloaded and decoded (then dropped), and earlier ``decode`` rejections at the
+    same ETag are carried over. ``rejected_images.lance`` is rewritten if the set changed.
+
+    Returns:
+        The current rejections, in source order.
+
+    Raises:
+        SourceNotFoundError: No objects under ``images_uri``.
+        InvalidImageError: A bad object, with ``on_bad_input="fail"``.
+    """
+    options = options or ImageIngestOptions()
+    storage = store.storage_options(dataset_uri)
+    pub = None if options.full_rebuild else publish.published(dataset_uri, storage)
+    existing = _existing_images(dataset_uri, storage, pub.version) if pub else None
+    plan = _plan(store, images_uri, existing, options, rejects_uri)
+    rejected = list(plan.rejected)
+    progress = Progress(log, "images checked")
+    for _ in iter_image_batches(store, plan.to_fetch, options, progress, rejected, []):
+        pass  # good images are not kept: only the rejections are recorded
+    progress.done()
+    _save_rejects(store, rejects_uri, rejected)
+    return rejected
 
 
 def _published_state(

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from vlm_lake.errors import InvalidDocumentError, SourceNotFoundError
 from vlm_lake.ingest.changes import IngestReport, commit_changes
-from vlm_lake.ingest.quarantine import check_on_bad_input, write_rejections
+from vlm_lake.ingest.quarantine import RejectedDocument, check_on_bad_input, write_rejections
 from vlm_lake.ingest.text_records import TextScan, file_records, record_slots, scan_sources
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables import lance_io, publish
@@ -200,6 +200,49 @@ def _scan(
     return scan
 
 
+def quarantine_texts(
+    store: ObjectStore,
+    texts_uri: str,
+    dataset_uri: str,
+    options: TextIngestOptions | None = None,
+    *,
+    rejects_uri: str,
+) -> list[RejectedDocument]:
+    """Validate the text source and record its rejections, without writing ``text_lance``.
+
+    The first pass of :func:`ingest_texts` alone: every file is read and every record
+    checked; of two copies of a docid, the one the published table took is kept (read
+    only). ``rejected_documents.lance`` is rewritten if the set changed.
+
+    Returns:
+        The current rejections, in source order.
+
+    Raises:
+        SourceNotFoundError: No text files at ``texts_uri``.
+        InvalidDocumentError: A bad file or record, with ``on_bad_input="fail"``.
+        DuplicateKeyError: A docid appears twice, with ``on_bad_input="fail"``.
+    """
+    options = options or TextIngestOptions()
+    storage = store.storage_options(dataset_uri)
+    pub = None if options.full_rebuild else publish.published(dataset_uri, storage)
+    kept = None
+    if pub is not None:
+        ds = lance_io.open_dataset(dataset_uri, storage, pub.version)
+        if "source_uri" in ds.schema.names:
+            kept = lance_io.column_map(ds, "docid", "source_uri")
+    scan = scan_sources(
+        store,
+        texts_uri,
+        strict=options.on_bad_input == "fail",
+        max_slots=options.max_image_slots,
+        kept_sources=kept,
+    )
+    write_rejections(
+        rejects_uri, REJECTED_DOCUMENTS_SCHEMA, scan.rejected, store.storage_options(rejects_uri)
+    )
+    return scan.rejected
+
+
 def ingest_texts(
     store: ObjectStore,
     texts_uri: str,
@@ -207,6 +250,7 @@ def ingest_texts(
     options: TextIngestOptions | None = None,
     *,
     rejects_uri: str | None = None,
+    record_rejects: bool = True,
 ) -> TextIngestReport:
     """Bring the Lance dataset at ``dataset_uri`` up to date with the documents at ``texts_uri``.
 
@@ -221,6 +265,8 @@ def ingest_texts(
         options: Knobs and policies.
         rejects_uri: Where ``rejected_documents.lance`` goes; None keeps rejections only
             in the report.
+        record_rejects: Rewrite ``rejects_uri`` with this run's rejections; False leaves
+            it as it is (a run that materializes ``text_lance`` without its quarantine).
 
     Returns:
         A :class:`TextIngestReport`; the new version is a candidate until it is published.
@@ -234,7 +280,7 @@ def ingest_texts(
     storage = store.storage_options(dataset_uri)
     progress = Progress(log, "documents")
     base, existing = _published_texts(dataset_uri, storage, options.full_rebuild)
-    scan = _scan(store, texts_uri, options, existing, rejects_uri)
+    scan = _scan(store, texts_uri, options, existing, rejects_uri if record_rejects else None)
     rebuild = existing is None or scan.num_slots > existing.num_slots
     num_slots = max(scan.num_slots, existing.num_slots if existing else 0)
     hashes = existing.hashes if existing else {}
