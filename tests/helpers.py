@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def feature_precision_setting() -> str:
+    """``FEATURES_PRECISION`` as the suite runs (default ``auto``): set it to ``fp32`` or
+    ``bf16`` to run every test that does not pin a precision in that one."""
+    return os.environ.get("FEATURES_PRECISION", "auto")
 
 
 S3_REGION = "us-east-1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import feature_precision_setting
 
 from resources import FeatureModelResource, LakeResource, SparkResource
 
@@ -21,5 +22,6 @@ def s3_resources(bucket: str, spark: Any, object_store_resource: Any) -> dict[st
         "object_store": object_store_resource,
         # The session already exists (shared fixture); getOrCreate hands it back.
         "spark": SparkResource(master="local[2]"),
-        "feature_model": FeatureModelResource(),  # random-init weights
+        # random-init weights; FEATURES_PRECISION forces a precision for the whole suite
+        "feature_model": FeatureModelResource(precision=feature_precision_setting()),
     }

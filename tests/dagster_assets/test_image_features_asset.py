@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from dagster import AssetCheckSeverity, materialize
-from helpers import sha256, upload_seed_example
+from helpers import feature_precision_setting, sha256, upload_seed_example
 
 from assets import image_features, ingest_images_asset
 from resources import FeatureModelResource
-from vlm_lake.features.model import MODEL_NAME
+from vlm_lake.features.model import MODEL_NAME, resolve_precision
 from vlm_lake.features.resnet import resnet50
 from vlm_lake.lake import LakeLayout
 from vlm_lake.tables import publish
@@ -54,7 +54,8 @@ def test_features_without_weights_say_random_init_and_rerun_computes_nothing(
     assert meta["weights"] == "random-init"
     assert meta["weights_identity"] == "random-init:seed=0"
     assert meta["model"] == MODEL_NAME
-    assert (meta["device"], meta["precision"]) == ("cpu", "fp32")
+    resolved = resolve_precision(feature_precision_setting(), "cpu")  # bf16 where the CPU has it
+    assert (meta["device"], meta["precision"]) == ("cpu", resolved)
     assert (meta["computed"], meta["reused"], meta["deleted"]) == (3, 0, 0)
     assert meta["dagster/row_count"] == 3 and meta["published"] is True
     assert meta["vector_index"] == "none: 3 rows < 5000 (flat search)"

@@ -40,7 +40,11 @@ from vlm_lake.tables import publish
 from vlm_lake.tables.contracts import FEATURES_SCHEMA, IMAGE_SCHEMA
 
 #: Small units so a dozen images make several tasks on both slots.
-SETTINGS = FeatureSettings(max_images_per_task=4, min_images_per_task=2, progress_interval_s=1)
+# fp32 pinned: the features are compared with the plain model's to 1e-4 (bf16 where the
+# CPU has it would differ by more; bf16 has its own test below).
+SETTINGS = FeatureSettings(
+    precision="fp32", max_images_per_task=4, min_images_per_task=2, progress_interval_s=1
+)
 
 
 def _cmyk_jpeg() -> bytes:
@@ -189,6 +193,28 @@ def test_spark_features_equal_the_plain_model_and_later_runs_are_incremental(
     assert again.full_rebuild and again.computed == 12
     assert again.models_built <= again.workers  # a worker Spark had to restart builds again
     _assert_features_match(lake, trained)
+
+
+def test_each_precision_is_recorded_and_bf16_agrees_with_fp32(
+    tmp_path: Path, local_store: ObjectStore, spark: Any
+) -> None:
+    """Both kinds pinned, so this holds on any CPU (bf16 is only slower where emulated)."""
+    lake = Lake(tmp_path, local_store)
+    for i in range(3):
+        lake.write(f"p{i}.jpg", photo_variant(i, size=(120, 100)))
+    lake.ingest()
+    weights = ModelWeights.random(seed=0)
+    vectors = {}
+    for precision in ("fp32", "bf16"):
+        settings = FeatureSettings(precision=precision, progress_interval_s=1)
+        report = lake.extract(spark, weights, settings=settings, full_rebuild=True)
+        assert (report.precision, report.computed) == (precision, 3)
+        rows = lake.rows()
+        assert {r["precision"] for r in rows.values()} == {precision}
+        vectors[precision] = torch.tensor(np.stack([rows[f"p{i}"]["features"] for i in range(3)]))
+    assert not torch.equal(vectors["fp32"], vectors["bf16"])  # bf16 really ran
+    cosine = torch.nn.functional.cosine_similarity(vectors["fp32"], vectors["bf16"])
+    assert cosine.min() >= 0.999
 
 
 def test_an_image_that_does_not_decode_is_named(tmp_path: Path, spark: Any) -> None:
