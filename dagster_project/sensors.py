@@ -278,7 +278,7 @@ def build_new_uploads_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(
-            "Watches RAW_IMAGES_URI (every object) and RAW_TEXTS_URI (JSON / JSON Lines) by "
+            "Watches RAW_IMAGES_URI and RAW_TEXTS_URI (every object; strays are quarantined) by "
             "listing them (paginated; no object is downloaded). A new, changed (new ETag) or "
             "deleted object requests one run of that source's ingest asset and everything "
             "downstream; a deletion re-runs the ingest so the lake mirrors the source. The "

@@ -20,12 +20,19 @@ class InvalidImageError(VLMLakeError):
 
 
 class InvalidDocumentError(VLMLakeError):
-    """A text source is not valid JSON / JSON Lines, or a record breaks the contract."""
+    """A text source is not valid JSON / JSON Lines, or a record breaks the contract.
 
-    def __init__(self, source_uri: str, problem: str, *, line: int | None = None) -> None:
+    ``stage`` says where it was found: ``listing`` (the file's name), ``read`` (not UTF-8),
+    ``parse`` (not JSON / JSON Lines) or ``record`` (a record breaks the contract).
+    """
+
+    def __init__(
+        self, source_uri: str, problem: str, *, line: int | None = None, stage: str = "record"
+    ) -> None:
         self.source_uri = source_uri
         self.problem = problem
         self.line = line
+        self.stage = stage
         where = f"{source_uri!r}" + (f" line {line}" if line is not None else "")
         super().__init__(f"text source {where}: {problem}")
 

@@ -125,9 +125,44 @@ def test_bad_documents_are_quarantined_with_file_and_line(
     assert "invalid JSON Lines record" in got[("more.jsonl", 6)]
     assert "empty text" in got[("more.jsonl", 7)]
     assert len(rows) == 7
+    stages = {(r["source_uri"].rsplit("/", 1)[1], r["line"]): r["stage"] for r in rows}
+    assert stages[("broken.json", 1)] == "parse" and stages[("more.jsonl", 6)] == "parse"
+    assert stages[("more.jsonl", 2)] == "record" and stages[("more.jsonl", 5)] == "duplicate"
     assert _by_key(result)["rejected_documents"]["dagster/row_count"].value == 7
     mm = {r["docid"]: r for r in _table(s3_store, layout.multimodal)}
     assert mm["five"]["image5"] is not None and mm["doc_001"]["image4"] is None
+
+
+def test_a_text_file_with_another_extension_is_quarantined_not_dropped(
+    s3_resources: dict[str, Any], s3_store: Any, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    upload_seed_example(s3_store.client, bucket)
+    lines = b'{"docid": "late", "text": "a JSON Lines file named .txt", "image_id1": "image1"}'
+    put(s3_store.client, bucket, "Lance/data/more_docs.txt", lines)
+    lake = s3_resources["lake"]
+    resources = {
+        **s3_resources,
+        "lake": LakeResource(
+            raw_images_uri=lake.raw_images_uri,
+            raw_texts_uri=f"s3://{bucket}/Lance/data/",
+            lake_uri=lake.lake_uri,
+        ),
+    }
+    with caplog.at_level("WARNING"):
+        result = materialize(ALL_ASSETS, resources=resources)
+    assert result.success
+    layout = LakeLayout.at(f"s3://{bucket}/lake")
+    docs = {r["docid"] for r in _table(s3_store, layout.texts)}
+    assert docs == {"doc_001", "doc_002", "doc_003"}  # not ingested...
+    (row,) = _table(s3_store, layout.rejected_documents)  # ...but quarantined, with the reason
+    assert row["source_uri"] == f"s3://{bucket}/Lance/data/more_docs.txt"
+    assert row["stage"] == "listing"
+    assert ".json, .jsonl, .ndjson" in row["reason"] and row["line"] is None
+    meta = _by_key(result)
+    assert meta["text_lance"]["rejected"].value == 1
+    assert meta["rejected_documents"]["dagster/row_count"].value == 1
+    assert "more_docs.txt" in meta["rejected_documents"]["rejections"].value
+    assert any("more_docs.txt" in r.getMessage() for r in caplog.records)  # named in the log
 
 
 def test_fail_mode_stops_the_run_and_keeps_previous_versions(

@@ -85,16 +85,16 @@ def test_local_add_modify_delete_each_change_the_fingerprint(
     assert deleted.objects == 3 and deleted.fingerprint not in seen
 
 
-def test_texts_snapshot_counts_only_json_files(tmp_path: Path, local_store: ObjectStore) -> None:
+def test_texts_snapshot_counts_every_object(tmp_path: Path, local_store: ObjectStore) -> None:
     folder = tmp_path / "texts"
     folder.mkdir()
     (folder / "a.json").write_text("[]")
     (folder / "b.JSONL").write_text("")
-    (folder / "readme.md").write_text("ignored by the text ingest")
+    (folder / "readme.md").write_text("quarantined by the text ingest (listing)")
     snap = texts_snapshot(local_store, str(folder))
-    assert snap.objects == 2
-    (folder / "readme.md").write_text("changed, still ignored")
-    assert texts_snapshot(local_store, str(folder)) == snap
+    assert snap.objects == 3
+    (folder / "readme.md").write_text("changed: the ingest must record it again")
+    assert texts_snapshot(local_store, str(folder)) != snap
     single = texts_snapshot(local_store, str(folder / "a.json"))
     assert single.objects == 1 and single.uri == str(folder / "a.json")
 

@@ -295,10 +295,14 @@ def test_duplicate_docid_within_one_file(tmp_path: Path, local_store: ObjectStor
 def test_no_text_files(tmp_path: Path, local_store: ObjectStore) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("{}")
-    with pytest.raises(SourceNotFoundError, match="no text files at texts_uri="):
-        ingest_texts(local_store, str(tmp_path / "src"), str(tmp_path / "t.lance"), STRICT)
-    with pytest.raises(SourceNotFoundError):
-        ingest_texts(local_store, str(tmp_path / "missing"), str(tmp_path / "t.lance"), STRICT)
+    out = str(tmp_path / "t.lance")
+    with pytest.raises(InvalidDocumentError, match="does not end in a text extension") as err:
+        ingest_texts(local_store, str(tmp_path / "src"), out, STRICT)
+    assert err.value.stage == "listing" and err.value.source_uri.endswith("notes.txt")
+    with pytest.raises(SourceNotFoundError, match=r"no valid document.*notes\.txt"):
+        ingest_texts(local_store, str(tmp_path / "src"), out)  # quarantined, then nothing left
+    with pytest.raises(SourceNotFoundError, match="no objects at texts_uri="):
+        ingest_texts(local_store, str(tmp_path / "missing"), out, STRICT)
 
 
 @pytest.mark.parametrize(

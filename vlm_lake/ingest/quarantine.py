@@ -57,6 +57,9 @@ class RejectedDocument:
 
     Attributes:
         source_uri: The text file.
+        stage: ``listing`` (the file's name is not a text source's), ``read`` (not UTF-8),
+            ``parse`` (not JSON / JSON Lines), ``record`` (the record breaks the contract)
+            or ``duplicate`` (its docid is taken).
         line: Line of the record or of the syntax error (None for a JSON array element).
         record_index: Position of the record in its file (None when the file is unreadable).
         docid: The record's ``docid`` as text, if it had one.
@@ -64,6 +67,7 @@ class RejectedDocument:
     """
 
     source_uri: str
+    stage: str
     line: int | None
     record_index: int | None
     docid: str | None

@@ -13,7 +13,6 @@ import hashlib
 from dataclasses import dataclass
 
 from vlm_lake.errors import VLMLakeError
-from vlm_lake.ingest.text_records import TEXT_SUFFIXES
 from vlm_lake.store import uris
 from vlm_lake.store.object_store import ObjectStore
 
@@ -21,8 +20,9 @@ from vlm_lake.store.object_store import ObjectStore
 #: are not images into quarantine rows, so a stray upload is a change the lake must record.
 IMAGE_SOURCE_SUFFIXES: tuple[str, ...] | None = None
 
-#: Objects that count for the texts source: the ones the text ingest reads.
-TEXT_SOURCE_SUFFIXES: tuple[str, ...] | None = TEXT_SUFFIXES
+#: Objects that count for the texts source: all of them, as for images. The text ingest
+#: turns a file whose name is not a text source's into a quarantine row (``listing``).
+TEXT_SOURCE_SUFFIXES: tuple[str, ...] | None = None
 
 #: Bumped if the fingerprint's encoding ever changes, so old and new never compare equal.
 _FINGERPRINT_VERSION = "vlm-lake-source-v1"
@@ -109,7 +109,7 @@ def images_snapshot(store: ObjectStore, uri: str) -> SourceSnapshot:
 
 
 def texts_snapshot(store: ObjectStore, uri: str) -> SourceSnapshot:
-    """Snapshot of the texts source: the JSON / JSON Lines objects at ``uri``."""
+    """Snapshot of the texts source: every object at ``uri`` (see TEXT_SOURCE_SUFFIXES)."""
     return snapshot(store, uri, TEXT_SOURCE_SUFFIXES, name="RAW_TEXTS_URI")
 
 

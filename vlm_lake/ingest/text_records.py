@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from vlm_lake.errors import DuplicateKeyError, InvalidDocumentError, SourceNotFoundError
 from vlm_lake.ingest.quarantine import RejectedDocument
-from vlm_lake.store.object_store import ObjectInfo, ObjectStore
+from vlm_lake.store import uris
+from vlm_lake.store.object_info import ObjectInfo
+from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables.contracts import slot_number
+
+log = logging.getLogger(__name__)
 
 #: Object names read as text sources (compared lower-cased).
 TEXT_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson")
@@ -37,7 +42,7 @@ def file_records(store: ObjectStore, info: ObjectInfo) -> Iterator[tuple[int | N
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        yield None, InvalidDocumentError(info.uri, f"not UTF-8 text ({exc})")
+        yield None, InvalidDocumentError(info.uri, f"not UTF-8 text ({exc})", stage="read")
         return
     if not info.key.lower().endswith(_JSON_LINES_SUFFIXES):
         try:
@@ -45,7 +50,8 @@ def file_records(store: ObjectStore, info: ObjectInfo) -> Iterator[tuple[int | N
         except json.JSONDecodeError as exc:
             if exc.msg != "Extra data":  # several JSON values: read it as JSON Lines
                 problem = f"invalid JSON: {exc.msg} (column {exc.colno})"
-                yield exc.lineno, InvalidDocumentError(info.uri, problem, line=exc.lineno)
+                error = InvalidDocumentError(info.uri, problem, line=exc.lineno, stage="parse")
+                yield exc.lineno, error
                 return
         else:
             if isinstance(doc, list):
@@ -66,7 +72,7 @@ def _json_lines(text: str, info: ObjectInfo) -> Iterator[tuple[int | None, Any]]
             yield lineno, json.loads(line)
         except json.JSONDecodeError as exc:
             problem = f"invalid JSON Lines record: {exc.msg} (column {exc.colno})"
-            yield lineno, InvalidDocumentError(info.uri, problem, line=lineno)
+            yield lineno, InvalidDocumentError(info.uri, problem, line=lineno, stage="parse")
 
 
 def record_slots(record: dict[str, Any]) -> dict[int, Any]:
@@ -183,10 +189,10 @@ class _Scanner:
         self.strict = strict
 
     def reject(
-        self, uri: str, line: int | None, index: int | None, docid: Any, reason: str
+        self, uri: str, stage: str, line: int | None, index: int | None, docid: Any, reason: str
     ) -> None:
         docid_text = None if docid is None else str(docid)
-        self.scan.rejected.append(RejectedDocument(uri, line, index, docid_text, reason))
+        self.scan.rejected.append(RejectedDocument(uri, stage, line, index, docid_text, reason))
 
     def offer(
         self, file_no: int, line: int | None, index: int, record: Any, max_slots: int
@@ -199,9 +205,12 @@ class _Scanner:
         except (InvalidDocumentError, DuplicateKeyError) as exc:
             if self.strict:
                 raise
-            reason = exc.problem if isinstance(exc, InvalidDocumentError) else str(exc)
+            if isinstance(exc, InvalidDocumentError):
+                stage, reason = exc.stage, exc.problem
+            else:
+                stage, reason = "duplicate", str(exc)
             docid = record.get("docid") if isinstance(record, dict) else None
-            self.reject(info.uri, line, index, docid, reason)
+            self.reject(info.uri, stage, line, index, docid, reason)
             return
         docid = record["docid"]
         digest = record_hash(docid, record["text"], slots)
@@ -224,7 +233,7 @@ class _Scanner:
                 f"docid {docid!r} appears twice: in {where} and {info.uri!r}; "
                 f"the copy from {info.uri!r}, already in the lake, is kept"
             )
-            self.reject(first_uri, first.line, first.index, docid, reason)
+            self.reject(first_uri, "duplicate", first.line, first.index, docid, reason)
             del self.scan.docs[docid]
             return
         raise DuplicateKeyError(
@@ -251,23 +260,40 @@ def scan_sources(
         kept_sources: ``docid -> source_uri`` of the published table: of two copies of a
             docid, the one from that file is kept.
 
+    An object whose name does not end in one of :data:`TEXT_SUFFIXES` is not read: it is
+    rejected at the ``listing`` stage with the reason (or raises, with ``strict``), so a
+    JSON Lines file named ``more_docs.txt`` is quarantined, never silently skipped.
+
     Raises:
-        SourceNotFoundError: There is no text file at ``texts_uri``.
+        SourceNotFoundError: There is no object at ``texts_uri``.
+        InvalidDocumentError: With ``strict``, the first bad file name or record.
     """
-    files = list(store.list(texts_uri, suffixes=TEXT_SUFFIXES))
-    if not files:
+    files: list[ObjectInfo] = []
+    misnamed: list[ObjectInfo] = []
+    for info in store.list(texts_uri):
+        (files if uris.suffix(info.key) in TEXT_SUFFIXES else misnamed).append(info)
+    if not files and not misnamed:
         raise SourceNotFoundError(
-            f"no text files at texts_uri={texts_uri!r}; expected a JSON array or JSON Lines "
+            f"no objects at texts_uri={texts_uri!r}; expected a JSON array or JSON Lines "
             f"file (suffixes {', '.join(TEXT_SUFFIXES)}) or a prefix holding them"
         )
     scanner = _Scanner(files, kept_sources or {}, strict)
+    for info in misnamed:
+        reason = (
+            f"the name does not end in a text extension; expected one of "
+            f"{', '.join(TEXT_SUFFIXES)} (any case): a JSON array or JSON Lines file"
+        )
+        if strict:
+            raise InvalidDocumentError(info.uri, reason, stage="listing")
+        log.warning("quarantined %s: %s", info.uri, reason)
+        scanner.reject(info.uri, "listing", None, None, None, reason)
     for file_no, info in enumerate(files):
         index = -1
         for line, record in file_records(store, info):
             if isinstance(record, InvalidDocumentError):
                 if strict:
                     raise record
-                scanner.reject(info.uri, record.line, None, None, record.problem)
+                scanner.reject(info.uri, record.stage, record.line, None, None, record.problem)
                 continue
             index += 1
             scanner.offer(file_no, line, index, record, max_slots)

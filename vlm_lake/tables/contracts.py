@@ -131,6 +131,7 @@ REJECTED_IMAGES_SCHEMA = pa.schema(
 REJECTED_DOCUMENTS_SCHEMA = pa.schema(
     [
         pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
         pa.field("line", pa.int64()),
         pa.field("record_index", pa.int64()),
         pa.field("docid", pa.string()),
