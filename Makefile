@@ -20,8 +20,9 @@ setup: $(STAMP)
 browser:
 	@bash scripts/install_browser.sh
 
+# One line per step and a summary; `make run VERBOSE=1` prints Dagster's full log instead.
 run: setup
-	$(BIN)/python -m dagster_project.quickstart
+	$(BIN)/python -m dagster_project.quickstart $(if $(VERBOSE),--verbose)
 
 test: setup browser
 	$(BIN)/ruff check .

@@ -50,11 +50,6 @@ def image_features(
     image_storage = object_store.storage_options(layout.images)
     out_storage = object_store.storage_options(layout.image_features)
     weights = feature_model.weights(object_store.store())
-    if weights.random_init:
-        context.log.warning(
-            "RESNET50_WEIGHTS is not set: the ResNet-50 weights are RANDOM (random-init, "
-            f"seed {weights.seed}); the features only test the pipeline"
-        )
     report = extract_features(
         lambda: spark.spark_session,
         image_uri=layout.images,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,17 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     env = _base_env(dagster_home)
     proc = _run([sys.executable, "-m", "dagster_project.quickstart"], env, tmp_path)
     out = proc.stdout
+    # a short report: one line per step, each warning once, the summary; nothing twice
+    lines = [line for line in (out + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) <= 30, "\n".join(lines)
+    assert len(set(lines)) == len(lines), "a line was printed twice"
+    for noise in ("alembic", "No existing dataset", "fork-safe", "Setting default log level"):
+        assert noise not in out + proc.stderr, noise
+    steps = [line.split()[1] for line in out.splitlines() if re.match(r"\[\d/5\] ", line)]
+    assert sorted(steps) == sorted(
+        ["ingest_images", "ingest_texts", "multimodal_lance", "training_json", "image_features"]
+    )
+    assert out.count("RESNET50_WEIGHTS is not set") == 1  # said plainly, once
     assert "Pipeline finished" in out
     assert "first training batch: images [4, 3, 3, 224, 224]" in out
     assert "[[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]" in out
@@ -115,3 +127,9 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     assert rows["training_json"] == ["4", "-", "yes"]
     assert rows["image_features"] == ["4", "1", "1"]
     assert "weights random-init" in out and "4 computed in" in out
+
+    # --verbose (make run VERBOSE=1): Dagster's full log, on a run that writes nothing
+    again = _run([sys.executable, "-m", "dagster_project.quickstart", "--verbose"], env, tmp_path)
+    full = again.stdout + again.stderr
+    assert "dagster - INFO" in full and "nothing to commit" in full
+    assert "Pipeline finished" in again.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,7 +149,12 @@ def build_spark_session(
     for key, value in settings.items():
         builder = builder.config(key, value)
     log.info("starting Spark session on %s", where)
-    spark = builder.getOrCreate()
+    with warnings.catch_warnings():
+        # Starting a local JVM forks this process (subprocess with preexec_fn), and Lance
+        # warns at every fork once it is loaded. The child execs java at once and never
+        # touches Lance, so that warning is a false alarm here.
+        warnings.filterwarnings("ignore", message="lance is not fork-safe", category=UserWarning)
+        spark = builder.getOrCreate()
     register(spark)
     return spark
 
