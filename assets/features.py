@@ -88,6 +88,7 @@ def image_features(
         model=MetadataValue.text(MODEL_NAME),
         device=report.device,
         precision=report.precision,
+        compiled=report.compiled,
         committed=report.committed,
         full_rebuild=report.full_rebuild,
         computed=report.computed,

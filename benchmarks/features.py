@@ -10,11 +10,12 @@ One process run measures, side by side:
 
 * the machine's fp32 and bf16 matmul peak (GFLOP/s, square matmuls on every core);
 * a plain torch loop: the same model (:class:`~vlm_lake.features.model.FeatureModel`) over
-  the same images, decoded and cropped beforehand, batch after batch: the compute limit
-  the Spark path is held against;
+  the same images, decoded and cropped beforehand, batch after batch, eager and
+  ``torch.compile``d: the compute limit the Spark path is held against;
 * our Spark path (:func:`~vlm_lake.features.extract.extract_features` over ``images.lance``, every
   image computed): once cold (new JVM, new Python workers that import torch and build the
-  model, as in a fresh Dagster run) and once warm (workers reused);
+  model, as in a fresh Dagster run) and once warm (workers reused), then compiled: once
+  while the workers compile, once warm;
 * the seed's way for reference: an eager model, NCHW, one image per call, on a subset.
 
 It prints a Markdown table and, with ``--out``, writes JSON: a list of
@@ -38,7 +39,7 @@ import torch
 
 from benchmarks.common import markdown, row
 from benchmarks.data import write_photos
-from vlm_lake.features.extract import FeatureSettings, extract_features
+from vlm_lake.features.extract import extract_features
 from vlm_lake.features.model import (
     FeatureModel,
     ModelWeights,
@@ -48,6 +49,7 @@ from vlm_lake.features.model import (
     resolve_precision,
 )
 from vlm_lake.features.resnet import ResNet50
+from vlm_lake.features.settings import FeatureSettings
 from vlm_lake.imaging.transforms import imagenet_uint8, normalize_batch
 from vlm_lake.ingest.images import ingest_images
 from vlm_lake.store.object_store import ObjectStore
@@ -147,80 +149,29 @@ def decode_rate(blobs: list[bytes]) -> tuple[torch.Tensor, float]:
     return images, len(blobs) / (time.perf_counter() - started)
 
 
-def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Prepare the data, measure everything, return the result rows."""
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    cores = os.cpu_count() or 1
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-feat-"))
+def _images(args: argparse.Namespace, work: Path) -> tuple[str, list[bytes]]:
+    """Generate ``args.n`` photos, ingest and publish them; return the URI and the bytes."""
     raw, images_uri = work / "raw", str(work / "images.lance")
-    features_uri = str(work / "image_features.lance")
     if not (raw.exists() and len(list(raw.iterdir())) == args.n):
         shutil.rmtree(raw, ignore_errors=True)
         size = write_photos(raw, args.n)
         log.info("wrote %d photos (%.1f MB) to %s", args.n, size / 1e6, raw)
-    store = ObjectStore()
-    report = ingest_images(store, str(raw), images_uri)
+    report = ingest_images(ObjectStore(), str(raw), images_uri)
     publish.publish(images_uri, report.summary.version)
+    return images_uri, [p.read_bytes() for p in sorted(raw.iterdir())]
 
-    torch.set_num_threads(cores)
+
+def _peak_rows(device: str, precision: str) -> tuple[list[dict[str, Any]], float, float]:
+    """Matmul peaks in fp32 and bf16 and ResNet-50's GFLOP.
+
+    Returns:
+        The rows, the peak of ``precision`` and the GFLOP of one image.
+    """
+    torch.set_num_threads(os.cpu_count() or 1)
     fp32_peak, fp32_n = matmul_peak(torch.float32, device)
     bf16_peak, bf16_n = matmul_peak(torch.bfloat16, device)
-    gflop = resnet50_gflop()
-    log.info(
-        "matmul peak: fp32 %.0f GFLOP/s (n=%d), bf16 %.1f (n=%d)",
-        fp32_peak,
-        fp32_n,
-        bf16_peak,
-        bf16_n,
-    )
-
-    weights = ModelWeights.random(seed=0)
-    state = load_state_dict(weights.payload(), weights.identity)
-    blobs = [p.read_bytes() for p in sorted(raw.iterdir())]
-    torch.set_num_threads(1)
-    images, decode_ips = decode_rate(blobs)
-    torch.set_num_threads(cores)
-    batch_size = args.batch_size or (64 if device == "cuda" else 8)
-    plain = plain_loop(FeatureModel(state, device, precision), images, batch_size)
-    log.info("plain loop (%s, %s, batch %d): %.2f images/s", device, precision, batch_size, plain)
-    other = "fp32" if precision == "bf16" else "bf16"
-    subset = images[: max(batch_size, 16)]
-    plain_other = plain_loop(FeatureModel(state, device, other), subset, batch_size)
-    seed_style = seed_style_loop(state, images[:32], device)
-
-    from vlm_lake.spark.session import build_spark_session
-
-    spark = build_spark_session(master=args.master)
-    settings = FeatureSettings(
-        device=device, precision=precision, batch_size=batch_size, progress_interval_s=30
-    )
-    runs = []
-    for label in ("cold", "warm"):
-        started = time.perf_counter()
-        result = extract_features(
-            spark,
-            image_uri=images_uri,
-            out_uri=features_uri,
-            weights=weights,
-            settings=settings,
-            full_rebuild=True,
-        )
-        wall = time.perf_counter() - started
-        runs.append((label, args.n / wall, result))
-        log.info(
-            "Spark path %s: %.1f s, %.2f images/s (%d tasks, %d x %d threads)",
-            label,
-            wall,
-            args.n / wall,
-            result.tasks,
-            result.task_slots,
-            result.threads_per_task,
-        )
-    spark.stop()
-
-    peak = bf16_peak if precision == "bf16" else fp32_peak
     hardware = "hardware" if bf16_supported(device) else "emulated"
+    gflop = resnet50_gflop()
     rows = [
         row(f"matmul peak fp32 ({device}, n={fp32_n})", fp32_peak, None, "GFLOP/s"),
         row(
@@ -230,39 +181,119 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "GFLOP/s (ratio: vs fp32)",
         ),
         row("ResNet-50 to the pooled features, one 224x224 image", gflop, None, "GFLOP"),
-        row(f"plain loop {precision} vs matmul peak {precision}", plain * gflop, peak, "GFLOP/s"),
+    ]
+    return rows, bf16_peak if precision == "bf16" else fp32_peak, gflop
+
+
+def _plain_rows(
+    state: dict[str, torch.Tensor], images: torch.Tensor, device: str, precision: str, batch: int
+) -> tuple[list[dict[str, Any]], float, float]:
+    """The plain loop eager and compiled, the other precision, the seed's way.
+
+    Returns:
+        The rows, the eager loop's and the compiled loop's images/s.
+    """
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    plain = plain_loop(FeatureModel(state, device, precision), images, batch)
+    log.info("plain loop (%s, %s, batch %d): %.2f images/s", device, precision, batch, plain)
+    compiled = plain_loop(FeatureModel(state, device, precision, compiled=True), images, batch)
+    log.info("plain loop compiled: %.2f images/s", compiled)
+    other = "fp32" if precision == "bf16" else "bf16"
+    subset = images[: max(batch, 16)]
+    plain_other = plain_loop(FeatureModel(state, device, other), subset, batch)
+    seed_style = seed_style_loop(state, images[:32], device)
+    rows = [
         row(
-            f"plain loop {precision} ({device}, batch {batch_size}, {cores} threads)",
+            f"plain loop {precision} ({device}, batch {batch}, {cores} threads)",
             plain,
             None,
             "images/s",
         ),
+        row("plain loop compiled (torch.compile) vs eager", compiled, plain, "images/s"),
         row(
             f"plain loop {other} (subset of {len(subset)})",
             plain_other,
             plain,
             f"images/s (ratio: vs {precision})",
         ),
-    ]
-    for label, ips, result in runs:
-        rows.append(
-            row(
-                f"Spark path {label} ({args.master}, {result.tasks} tasks, "
-                f"{result.task_slots}x{result.threads_per_task} threads) vs plain loop",
-                ips,
-                plain,
-                "images/s",
-            )
-        )
-    rows += [
         row(
             "plain loop vs seed-style loop (eager NCHW, 1 image/call)",
             plain,
             seed_style,
             "images/s",
         ),
-        row("decode + resize + crop, one core", decode_ips, None, "images/s"),
     ]
+    return rows, plain, compiled
+
+
+def _spark_rows(
+    args: argparse.Namespace, images_uri: str, features_uri: str, plain: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Our Spark path cold and warm, eager and compiled, against the matching plain loop."""
+    from vlm_lake.spark.session import build_spark_session
+
+    device = resolve_device(args.device)
+    spark = build_spark_session(master=args.master)
+    rows = []
+    runs = [("cold", "off"), ("warm", "off"), ("compiling", "on"), ("warm compiled", "on")]
+    for label, compile_setting in runs:
+        settings = FeatureSettings(
+            device=device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            compile=compile_setting,
+            progress_interval_s=30,
+        )
+        started = time.perf_counter()
+        result = extract_features(
+            spark,
+            image_uri=images_uri,
+            out_uri=features_uri,
+            weights=ModelWeights.random(seed=0),
+            settings=settings,
+            full_rebuild=True,
+        )
+        ips = args.n / (time.perf_counter() - started)
+        log.info("Spark path %s: %.2f images/s (%d tasks)", label, ips, result.tasks)
+        baseline = plain["compiled" if compile_setting == "on" else "eager"]
+        rows.append(
+            row(
+                f"Spark path {label} ({args.master}, {result.tasks} tasks, "
+                f"{result.task_slots}x{result.threads_per_task} threads) vs plain loop "
+                f"{'compiled' if compile_setting == 'on' else 'eager'}",
+                ips,
+                baseline,
+                "images/s",
+            )
+        )
+    spark.stop()
+    return rows
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Prepare the data, measure everything, return the result rows."""
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-feat-"))
+    images_uri, blobs = _images(args, work)
+    rows, peak, gflop = _peak_rows(device, precision)
+    weights = ModelWeights.random(seed=0)
+    state = load_state_dict(weights.payload(), weights.identity)
+    torch.set_num_threads(1)
+    images, decode_ips = decode_rate(blobs)
+    args.batch_size = args.batch_size or (64 if device == "cuda" else 8)
+    plain_rows, eager, compiled = _plain_rows(state, images, device, precision, args.batch_size)
+    rows.append(
+        row(f"plain loop {precision} vs matmul peak {precision}", eager * gflop, peak, "GFLOP/s")
+    )
+    rows.append(
+        row(f"plain loop compiled vs matmul peak {precision}", compiled * gflop, peak, "GFLOP/s")
+    )
+    rows += plain_rows
+    plain = {"eager": eager, "compiled": compiled}
+    rows += _spark_rows(args, images_uri, str(work / "image_features.lance"), plain)
+    rows.append(row("decode + resize + crop, one core", decode_ips, None, "images/s"))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return rows

@@ -34,7 +34,8 @@ def build_resources() -> dict[str, Any]:
     Variables: ``RAW_IMAGES_URI``, ``RAW_TEXTS_URI``, ``LAKE_URI``; ``AWS_ENDPOINT_URL``,
     ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
     ``AWS_VIRTUAL_HOSTED_STYLE_REQUEST`` (``true`` for Aliyun OSS); ``SPARK_MASTER`` and
-    ``SPARK_REMOTE``; ``RESNET50_WEIGHTS``, ``FEATURES_DEVICE`` and ``FEATURES_PRECISION``.
+    ``SPARK_REMOTE``; ``RESNET50_WEIGHTS``, ``FEATURES_DEVICE``, ``FEATURES_PRECISION``
+    and ``FEATURES_COMPILE``.
     """
     return {
         "lake": LakeResource(
@@ -59,6 +60,7 @@ def build_resources() -> dict[str, Any]:
             weights_uri=env_or("RESNET50_WEIGHTS"),
             device=env_or("FEATURES_DEVICE", "auto"),
             precision=env_or("FEATURES_PRECISION", "auto"),
+            compile=env_or("FEATURES_COMPILE", "auto"),
         ),
     }
 

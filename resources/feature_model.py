@@ -5,8 +5,8 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from vlm_lake.features.extract import INDEX_MIN_ROWS, FeatureSettings
-from vlm_lake.features.model import DEVICES, PRECISIONS, ModelWeights
+from vlm_lake.features.model import COMPILES, DEVICES, PRECISIONS, ModelWeights
+from vlm_lake.features.settings import INDEX_MIN_ROWS, FeatureSettings
 from vlm_lake.store.object_store import ObjectStore
 
 
@@ -31,6 +31,11 @@ class FeatureModelResource(ConfigurableResource):
         description=f"One of {PRECISIONS}; auto uses bf16 only where the device computes it in "
         "hardware (FEATURES_PRECISION).",
     )
+    compile: str = Field(
+        default="auto",
+        description=f"One of {COMPILES}: torch.compile the model in each worker; auto does when "
+        "each task slot gets enough images to pay for compiling (FEATURES_COMPILE).",
+    )
     batch_size: int | None = Field(
         default=None, description="Images per forward pass (default 8 on CPU, 64 on GPU)."
     )
@@ -49,6 +54,7 @@ class FeatureModelResource(ConfigurableResource):
         return FeatureSettings(
             device=self.device,
             precision=self.precision,
+            compile=self.compile,
             batch_size=self.batch_size,
             threads_per_task=self.threads_per_task,
             index_min_rows=self.index_min_rows,

@@ -65,7 +65,7 @@ def test_secrets_come_from_env_vars_by_name(monkeypatch) -> None:
 def test_embedded_default_needs_no_environment(monkeypatch) -> None:
     for name in ("RAW_IMAGES_URI", "RAW_TEXTS_URI", "LAKE_URI", "SPARK_MASTER", "SPARK_REMOTE"):
         monkeypatch.delenv(name, raising=False)
-    for name in ("RESNET50_WEIGHTS", "FEATURES_DEVICE", "FEATURES_PRECISION"):
+    for name in ("RESNET50_WEIGHTS", "FEATURES_DEVICE", "FEATURES_PRECISION", "FEATURES_COMPILE"):
         monkeypatch.delenv(name, raising=False)
     resources = build_resources()
     lake = resources["lake"]
@@ -74,16 +74,19 @@ def test_embedded_default_needs_no_environment(monkeypatch) -> None:
     assert lake.lake_uri == "lake"
     model = resources["feature_model"]
     assert (model.weights_uri, model.device, model.precision) == (None, "auto", "auto")
+    assert model.compile == "auto"
 
 
 def test_weights_and_device_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("RESNET50_WEIGHTS", "s3://models/resnet50.pth")
     monkeypatch.setenv("FEATURES_DEVICE", "cpu")
+    monkeypatch.setenv("FEATURES_COMPILE", "off")
     model = build_resources()["feature_model"]
     assert model.weights_uri == EnvVar("RESNET50_WEIGHTS")
     assert model.device == EnvVar("FEATURES_DEVICE")
     resolved = model.process_config_and_initialize()
     assert (resolved.weights_uri, resolved.device) == ("s3://models/resnet50.pth", "cpu")
+    assert resolved.settings().compile == "off"
 
 
 def test_checks_guarding_training_are_blocking() -> None:

@@ -21,14 +21,16 @@ from helpers import photo_variant, sample_image_bytes, sha256
 from PIL import Image
 from pyspark.serializers import CloudPickleSerializer
 
-from vlm_lake.features.extract import FeatureSettings, extract_features
+from vlm_lake.features.extract import extract_features
 from vlm_lake.features.model import MODEL_NAME, FeatureModel, ModelWeights, load_state_dict
 from vlm_lake.features.resnet import resnet50
+from vlm_lake.features.settings import FeatureSettings
 from vlm_lake.features.tasks import (
     BroadcastWeights,
     ExtractTask,
     SeedWeights,
     StoreWeights,
+    broadcast_weights,
     plan_units,
     task_layout,
 )
@@ -256,6 +258,7 @@ def test_the_task_carries_a_broadcast_handle_not_the_model(spark: Any) -> None:
             identity="random-init:seed=0",
             device="cpu",
             precision="fp32",
+            compiled=False,
             batch_size=8,
             threads=1,
             jpeg_draft=True,
@@ -272,6 +275,24 @@ def test_the_task_carries_a_broadcast_handle_not_the_model(spark: Any) -> None:
         # mapInArrow consumes the registration itself).
         spark.sparkContext._pickled_broadcast_vars.clear()
         handle.destroy()
+
+
+def test_the_weights_broadcast_is_reused_until_other_weights_come(spark: Any) -> None:
+    """A later run of the same weights neither serialises nor ships 100 MB again."""
+    calls: list[str] = []
+
+    def payload(name: str) -> Any:
+        return lambda: calls.append(name) or name.encode() * 1000
+
+    sc = spark.sparkContext
+    first = broadcast_weights(sc, "sha256:aaa", payload("a"))
+    again = broadcast_weights(sc, "sha256:aaa", payload("a"))
+    other = broadcast_weights(sc, "sha256:bbb", payload("b"))
+    assert again is first and other is not first
+    assert calls == ["a", "b"]
+    assert other() == b"b" * 1000
+    assert broadcast_weights(sc, "sha256:bbb", payload("b")) is other
+    assert calls == ["a", "b"]
 
 
 def test_without_broadcast_workers_load_the_weights_themselves(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ Here:
    through ``mapInArrow`` over a tiny ``range`` DataFrame. Image bytes never pass through
    the JVM: each task takes its rows straight from ``images.lance``.
 3. The weights travel once: the driver broadcasts the ``state_dict`` bytes (never a
-   pickled module), and each Python worker builds the model once
+   pickled module; the broadcast is kept for the session's later runs of the same
+   weights), and each Python worker builds the model once
    (:func:`~vlm_lake.features.model.cached_model`) and keeps it for later tasks.
-4. Each task decodes a batch, runs it under ``torch.inference_mode`` in channels-last (bf16
-   autocast where the hardware has it) with ``threads_per_task`` torch threads, and writes
+4. Each task decodes a batch, runs it under ``torch.inference_mode`` in channels-last (in
+   bf16 where the hardware has it) with ``threads_per_task`` torch threads, and writes
    the rows as Lance fragments. The driver commits all fragments in one Lance commit (an
    ``Update`` that also drops the stale rows, when incremental).
 5. Once there are enough rows, a vector index on ``features`` is created or brought up to
@@ -33,14 +34,16 @@ import numpy as np
 from vlm_lake.features.model import (
     MODEL_NAME,
     ModelWeights,
+    resolve_compile,
     resolve_device,
     resolve_precision,
 )
+from vlm_lake.features.settings import FeatureSettings
 from vlm_lake.features.tasks import (
-    BroadcastWeights,
     ExtractTask,
     SeedWeights,
     StoreWeights,
+    broadcast_weights,
     plan_units,
     task_layout,
 )
@@ -53,61 +56,6 @@ from vlm_lake.tables import fragments, lance_io, publish
 from vlm_lake.tables.contracts import FEATURES_SCHEMA
 
 log = logging.getLogger(__name__)
-
-#: Default rows before a vector index is built: below that a flat scan is fast and exact.
-INDEX_MIN_ROWS = 5000
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """How features are computed (not *what*: that is the weights and the model).
-
-    Attributes:
-        device: ``auto`` (cuda when present, else cpu), ``cpu`` or ``cuda``.
-        precision: ``auto`` (bf16 where the device has it in hardware), ``fp32``, ``bf16``.
-        batch_size: Images per forward pass; None means 8 on the CPU (fits the caches of
-            small cores best, measured) and 64 on a GPU.
-        threads_per_task: Torch threads per Spark task; None chooses them so that
-            concurrent tasks x threads does not exceed the cores (see :func:`task_layout`).
-        max_images_per_task: Upper bound of a work unit: smaller units give a finer
-            progress log and cheaper retries, larger ones fewer fragments.
-        min_images_per_task: Lower bound of a work unit (except for the last few images):
-            a small job runs as fewer tasks with more threads each, so fewer Python
-            workers import torch and build the model (a few seconds each).
-        jpeg_draft: Decode large JPEGs at a reduced DCT scale (see ``imagenet_uint8``).
-        index_min_rows: Rows before a vector index on ``features`` is built (>= 256).
-        progress_interval_s: Seconds between two progress log lines.
-    """
-
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int | None = None
-    threads_per_task: int | None = None
-    max_images_per_task: int = 256
-    min_images_per_task: int = 32
-    jpeg_draft: bool = True
-    index_min_rows: int = INDEX_MIN_ROWS
-    progress_interval_s: float = 15.0
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "threads_per_task"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name}={value!r} must be a whole number >= 1 or None")
-        if not isinstance(self.max_images_per_task, int) or self.max_images_per_task < 1:
-            raise ValueError(
-                f"max_images_per_task={self.max_images_per_task!r} must be a whole number >= 1"
-            )
-        if not 1 <= self.min_images_per_task <= self.max_images_per_task:
-            raise ValueError(
-                f"min_images_per_task={self.min_images_per_task!r} must be between 1 and "
-                f"max_images_per_task={self.max_images_per_task!r}"
-            )
-        if self.index_min_rows < 256:
-            raise ValueError(
-                f"index_min_rows={self.index_min_rows!r} must be >= 256 (PQ codebooks train "
-                "on 256 rows)"
-            )
 
 
 @dataclass(frozen=True)
@@ -126,6 +74,7 @@ class FeaturesReport:
         weights: The weights used.
         device: Where the model ran.
         precision: ``fp32`` or ``bf16``.
+        compiled: Whether the workers ran a ``torch.compile``d model.
         task_slots: Spark tasks that run at once.
         threads_per_task: Torch threads per task.
         tasks: Tasks (work units) run.
@@ -146,6 +95,7 @@ class FeaturesReport:
     weights: ModelWeights
     device: str
     precision: str
+    compiled: bool
     task_slots: int
     threads_per_task: int
     tasks: int
@@ -226,9 +176,7 @@ def _weights_source(spark: Any, weights: ModelWeights, store: StoreSettings | No
         if weights.random_init:
             return SeedWeights(weights.seed)
         return StoreWeights(weights.source, weights.identity, store)
-    payload = weights.payload()
-    log.info("broadcasting %.1f MB of ResNet-50 weights (%s)", len(payload) / 1e6, weights.identity)
-    return BroadcastWeights(sc.broadcast(payload))
+    return broadcast_weights(sc, weights.identity, weights.payload)
 
 
 @dataclass(frozen=True)
@@ -327,6 +275,7 @@ class _Run:
     device: str
     settings: FeatureSettings
     precision: str = "fp32"
+    compiled: bool = False
     slots: int = 0
     threads: int = 0
     seconds: float = 0.0
@@ -346,6 +295,8 @@ class _Run:
             len(plan.ids), slots, settings.max_images_per_task, settings.min_images_per_task
         )
         self.slots, self.threads = task_layout(spark, settings.threads_per_task, len(units))
+        running = max(1, min(self.slots, len(units)))
+        self.compiled = resolve_compile(settings.compile, len(plan.ids) / running)
         task = ExtractTask(
             image_uri=where.image_uri,
             image_version=image_version,
@@ -355,6 +306,7 @@ class _Run:
             identity=weights.identity,
             device=self.device,
             precision=self.precision,
+            compiled=self.compiled,
             batch_size=self.batch_size,
             threads=self.threads,
             jpeg_draft=settings.jpeg_draft,
@@ -362,13 +314,14 @@ class _Run:
             image_storage=where.image_storage,
         )
         log.info(
-            "running %d images as %d tasks on %d slots x %d torch threads (%s, %s, batch %d)",
+            "running %d images as %d tasks on %d slots x %d torch threads (%s, %s%s, batch %d)",
             len(plan.ids),
             len(units),
             self.slots,
             self.threads,
             self.device,
             self.precision,
+            ", compiled" if self.compiled else "",
             self.batch_size,
         )
         started = time.perf_counter()
@@ -399,6 +352,7 @@ class _Run:
             weights=weights,
             device=self.device,
             precision=self.precision,
+            compiled=self.compiled,
             task_slots=self.slots,
             threads_per_task=self.threads,
             tasks=len(self.written.stats),
@@ -430,9 +384,5 @@ def _commit(where: _Where, plan: _Plan, written: WrittenFragments) -> Any:
 def _run_on_spark(spark: Any, task: ExtractTask, progress_interval_s: float) -> WrittenFragments:
     """One Spark task per work unit; returns what the tasks wrote (fragments, timings)."""
     job = spark.range(0, len(task.units), 1, len(task.units))
-    try:
-        with SparkProgress(spark, "image_features", len(task.positions), progress_interval_s, log):
-            return run_fragment_job(job, task)
-    finally:
-        if isinstance(task.weights, BroadcastWeights):
-            task.weights.handle.destroy()
+    with SparkProgress(spark, "image_features", len(task.positions), progress_interval_s, log):
+        return run_fragment_job(job, task)

@@ -5,8 +5,8 @@
   ``state_dict`` bytes that travel to the workers. Its ``identity`` is stored with every
   feature vector, so features computed with other weights are recomputed.
 * :class:`FeatureModel` is what a worker runs: batch norms folded into the convolutions,
-  channels-last, ``torch.inference_mode``, and bf16 autocast where the device does bf16 in
-  hardware. :func:`cached_model` builds it once per process.
+  channels-last, ``torch.inference_mode``, and in bf16 (weights cast once, not autocast
+  per call) where the device does bf16 in hardware. :func:`cached_model` builds it once per process.
 * :func:`resolve_device` / :func:`resolve_precision` turn ``auto`` into what this machine
   can do.
 """
@@ -41,6 +41,11 @@ MODEL_NAME = f"resnet50-v1.5/avgpool-{FEATURE_DIM}/{PREPROCESSING}"
 RANDOM_INIT = "random-init"
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILES = ("auto", "on", "off")
+#: Images per task slot from which ``compile=auto`` compiles the model: compiling costs
+#: each worker about 5 s (15 s with a cold inductor cache) and roughly doubles its CPU
+#: throughput, so it pays from a few hundred images per worker (docs/benchmarks.md).
+COMPILE_MIN_IMAGES_PER_SLOT = 512
 
 
 class WeightsError(ValueError):
@@ -90,6 +95,22 @@ def resolve_precision(precision: str, device: str) -> str:
             device,
         )
     return precision
+
+
+def resolve_compile(compile: str, images_per_slot: float) -> bool:
+    """Whether to ``torch.compile`` the model: ``on``, ``off``, or ``auto`` by job size.
+
+    ``auto`` compiles when each task slot gets at least
+    :data:`COMPILE_MIN_IMAGES_PER_SLOT` images, so a small run does not pay the compile.
+
+    Raises:
+        ValueError: ``compile`` is not one of :data:`COMPILES`.
+    """
+    if compile not in COMPILES:
+        raise ValueError(f"compile={compile!r} is not allowed; expected one of {COMPILES}")
+    if compile == "auto":
+        return images_per_slot >= COMPILE_MIN_IMAGES_PER_SLOT
+    return compile == "on"
 
 
 def state_dict_bytes(model: torch.nn.Module) -> bytes:
@@ -209,10 +230,16 @@ class ModelWeights:
         return cls.random(seed)
 
     def payload(self) -> bytes:
-        """The ``state_dict`` bytes to ship to workers (built on demand for random init)."""
+        """The ``state_dict`` bytes to ship to workers (built once per seed for random init)."""
         if self._payload is not None:
             return self._payload
-        return state_dict_bytes(resnet50(self.seed))
+        return random_payload(self.seed)
+
+
+@functools.lru_cache(maxsize=1)
+def random_payload(seed: int) -> bytes:
+    """``state_dict`` bytes of the seeded random ResNet-50 (kept: building them takes 0.5 s)."""
+    return state_dict_bytes(resnet50(seed))
 
 
 class FeatureModel:
@@ -221,10 +248,21 @@ class FeatureModel:
     Args:
         state_dict: torchvision-layout ResNet-50 weights.
         device: ``cpu`` or ``cuda``.
-        precision: ``fp32`` or ``bf16`` (autocast; features come back as float32).
+        precision: ``fp32`` or ``bf16``. In bf16 the folded weights are cast once when the
+            model is built (autocast would cast them again at every call); features come
+            back as float32 either way.
+        compiled: ``torch.compile`` the forward pass (inductor, weights frozen in). Each
+            batch size compiles once (see ``pad_to``). If compiling fails (no C++
+            compiler on the worker, say) the model logs why and stays eager.
     """
 
-    def __init__(self, state_dict: dict[str, torch.Tensor], device: str, precision: str) -> None:
+    def __init__(
+        self,
+        state_dict: dict[str, torch.Tensor],
+        device: str,
+        precision: str,
+        compiled: bool = False,
+    ) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device={device!r} is not allowed; expected 'cpu' or 'cuda'")
         if precision not in ("fp32", "bf16"):
@@ -233,23 +271,60 @@ class FeatureModel:
         model.load_state_dict(state_dict, strict=True)
         self.device = device
         self.precision = precision
-        self.model = fold_batch_norm(model.eval()).to(device, memory_format=torch.channels_last)
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        # Fold in fp32, then cast: the folded scales are exact before rounding to bf16.
+        self.model = fold_batch_norm(model.eval()).to(
+            device, dtype=self.dtype, memory_format=torch.channels_last
+        )
+        self.compiled = compiled
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model.features
+        if compiled:
+            self._forward = torch.compile(self.model.features, dynamic=False)
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        """``uint8`` ``[B, 3, 224, 224]`` -> float32 ``[B, 2048]`` features (NumPy)."""
-        x = normalize_batch(batch, device=self.device)
-        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            out = self.model.features(x)
-        return out.float().cpu().numpy()
+    def __call__(self, batch: torch.Tensor, pad_to: int | None = None) -> np.ndarray:
+        """``uint8`` ``[B, 3, 224, 224]`` -> float32 ``[B, 2048]`` features (NumPy).
+
+        Args:
+            batch: The images.
+            pad_to: The run's batch size. A compiled model zero-pads a shorter batch to
+                it, so the last batch of a task reuses the compiled graph.
+        """
+        x = normalize_batch(batch, device=self.device).to(self.dtype)
+        if not self.compiled:
+            return self.model.features(x).float().cpu().numpy()
+        n = len(x)
+        if pad_to is not None and n < pad_to:
+            pad = x.new_zeros((pad_to - n, *x.shape[1:]))
+            x = torch.cat([x, pad]).contiguous(memory_format=torch.channels_last)
+        return self._compiled_forward(x)[:n].float().cpu().numpy()
+
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._dynamo.exc import BackendCompilerFailed  # 0.7 s: only when compiling
+        from torch._inductor import config
+
+        try:
+            # Freezing (weights as constants, prepacked for oneDNN) is what makes it fast;
+            # torch.compile(options={"freezing": True}) does not reach it (measured 1.3x
+            # eager instead of 1.9x), the config patch does.
+            with config.patch(freezing=True):
+                return self._forward(x)
+        except BackendCompilerFailed as exc:  # e.g. no C++ compiler on this worker
+            log.warning("torch.compile failed, the model stays eager: %s", exc)
+            self.compiled = False
+            return self.model.features(x)
 
 
-_CACHE: dict[tuple[str, str, str], FeatureModel] = {}
+_CACHE: dict[tuple[str, str, str, bool], FeatureModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def cached_model(
-    identity: str, device: str, precision: str, payload: Callable[[], bytes]
+    identity: str,
+    device: str,
+    precision: str,
+    payload: Callable[[], bytes],
+    compiled: bool = False,
 ) -> tuple[FeatureModel, bool]:
     """The process's model for these weights, building it on first use.
 
@@ -261,11 +336,12 @@ def cached_model(
         device: ``cpu`` or ``cuda``.
         precision: ``fp32`` or ``bf16``.
         payload: Returns the ``state_dict`` bytes; called only when the model is built.
+        compiled: Whether to ``torch.compile`` it (see :class:`FeatureModel`).
 
     Returns:
         ``(model, built)``: ``built`` is True when this call built it.
     """
-    key = (identity, device, precision)
+    key = (identity, device, precision, compiled)
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is not None:
@@ -273,12 +349,13 @@ def cached_model(
         started = time.perf_counter()
         state = load_state_dict(payload(), identity)
         _CACHE.clear()  # one model per process: a new identity replaces the old one
-        model = _CACHE[key] = FeatureModel(state, device, precision)
+        model = _CACHE[key] = FeatureModel(state, device, precision, compiled)
         log.info(
-            "built ResNet-50 (%s, %s, %s) in %.2f s",
+            "built ResNet-50 (%s, %s, %s%s) in %.2f s",
             identity,
             device,
             precision,
+            ", compiled on first call" if compiled else "",
             time.perf_counter() - started,
         )
         return model, True

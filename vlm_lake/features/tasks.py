@@ -11,10 +11,12 @@ itself), never the weights.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.store.settings import StoreSettings
 from vlm_lake.tables import lance_io
 from vlm_lake.tables.contracts import FEATURE_DIM, FEATURES_SCHEMA
+
+log = logging.getLogger(__name__)
 
 
 def task_layout(
@@ -94,6 +98,37 @@ class BroadcastWeights:
         return bytes(self.handle.value)
 
 
+#: The session's weights broadcast: (SparkContext, identity, BroadcastWeights). One is
+#: kept between runs, so a later run of the same weights pays neither serialising 100 MB
+#: nor shipping it again; broadcasting other weights destroys it.
+_BROADCAST: list[tuple[Any, str, BroadcastWeights]] = []
+_BROADCAST_LOCK = threading.Lock()
+
+
+def broadcast_weights(sc: Any, identity: str, payload: Callable[[], bytes]) -> BroadcastWeights:
+    """The broadcast of these weights on ``sc``, made on first use and then reused.
+
+    Args:
+        sc: The SparkContext.
+        identity: The weights identity (same identity, same bytes).
+        payload: Returns the ``state_dict`` bytes; called only when a broadcast is made.
+    """
+    with _BROADCAST_LOCK:
+        if _BROADCAST:
+            old_sc, old_identity, old = _BROADCAST[0]
+            if old_sc is sc and old_identity == identity and sc._jsc is not None:
+                log.info("reusing the broadcast of the ResNet-50 weights (%s)", identity)
+                return old
+            if old_sc is sc and sc._jsc is not None:
+                old.handle.destroy()
+            _BROADCAST.clear()
+        data = payload()
+        log.info("broadcasting %.1f MB of ResNet-50 weights (%s)", len(data) / 1e6, identity)
+        weights = BroadcastWeights(sc.broadcast(data))
+        _BROADCAST.append((sc, identity, weights))
+        return weights
+
+
 @dataclass(frozen=True)
 class SeedWeights:
     """Random weights rebuilt from the seed (Spark Connect, which has no broadcast)."""
@@ -141,6 +176,7 @@ class ExtractTask(FragmentTask):
     identity: str
     device: str
     precision: str
+    compiled: bool
     batch_size: int
     threads: int
     jpeg_draft: bool
@@ -158,7 +194,7 @@ class ExtractTask(FragmentTask):
             for unit in batch.column(0).to_pylist():
                 started = time.perf_counter()
                 model, built = cached_model(
-                    self.identity, self.device, self.precision, self.weights
+                    self.identity, self.device, self.precision, self.weights, self.compiled
                 )
                 if "order" not in stats:
                     stats.update(order=int(unit), pid=os.getpid(), built=False, decode_s=0.0)
@@ -186,7 +222,7 @@ class ExtractTask(FragmentTask):
                 ]
             )
             decoded = time.perf_counter()
-            features = model(batch)
+            features = model(batch, pad_to=self.batch_size)
             stats["decode_s"] += decoded - started
             stats["model_s"] += time.perf_counter() - decoded
             n = len(ids)
