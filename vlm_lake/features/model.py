@@ -43,8 +43,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILES = ("auto", "on", "off")
 #: Images per task slot from which ``compile=auto`` compiles the model: compiling costs
-#: each worker about 5 s (15 s with a cold inductor cache) and roughly doubles its CPU
-#: throughput, so it pays from a few hundred images per worker (docs/benchmarks.md).
+#: each worker seconds and then runs it much faster on the CPU, so it pays from a few
+#: hundred images per worker (docs/benchmarks.md#image-features).
 COMPILE_MIN_IMAGES_PER_SLOT = 512
 
 
@@ -238,7 +238,7 @@ class ModelWeights:
 
 @functools.lru_cache(maxsize=1)
 def random_payload(seed: int) -> bytes:
-    """``state_dict`` bytes of the seeded random ResNet-50 (kept: building them takes 0.5 s)."""
+    """``state_dict`` bytes of the seeded random ResNet-50 (kept: they take long to build)."""
     return state_dict_bytes(resnet50(seed))
 
 
@@ -300,13 +300,13 @@ class FeatureModel:
         return self._compiled_forward(x)[:n].float().cpu().numpy()
 
     def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
-        from torch._dynamo.exc import BackendCompilerFailed  # 0.7 s: only when compiling
+        from torch._dynamo.exc import BackendCompilerFailed  # slow import: only if compiled
         from torch._inductor import config
 
         try:
             # Freezing (weights as constants, prepacked for oneDNN) is what makes it fast;
-            # torch.compile(options={"freezing": True}) does not reach it (measured 1.3x
-            # eager instead of 1.9x), the config patch does.
+            # torch.compile(options={"freezing": True}) gets only part of the gain, the
+            # config patch all of it (docs/benchmarks.md#image-features).
             with config.patch(freezing=True):
                 return self._forward(x)
         except BackendCompilerFailed as exc:  # e.g. no C++ compiler on this worker

@@ -109,6 +109,21 @@ class _Join:
             new_image_version=self.image_ds.version,
         )
 
+    def log_plan(self, delta: tuple[set[str], set[str]] | None) -> None:
+        """One line: what is joined into what, and whether fully or incrementally."""
+        log.info(
+            "joining %s (version %d, K=%d) to %s (version %d) into %s: %s",
+            self.text_uri,
+            self.text_ds.version,
+            len(self.slots),
+            self.image_uri,
+            self.image_ds.version,
+            self.out_uri,
+            "full rebuild"
+            if delta is None
+            else f"{len(delta[0])} affected and {len(delta[1])} removed documents",
+        )
+
     def report(
         self, committed: bool, written: WrittenFragments | None, **counts: Any
     ) -> MultimodalReport:
@@ -182,18 +197,7 @@ def build_multimodal(
         publish.open_version(image_uri, image_storage, image_version),
     )
     delta = join.delta(full_rebuild)
-    log.info(
-        "joining %s (version %d, K=%d) to %s (version %d) into %s: %s",
-        text_uri,
-        join.text_ds.version,
-        len(join.slots),
-        image_uri,
-        join.image_ds.version,
-        out_uri,
-        "full rebuild"
-        if delta is None
-        else f"{len(delta[0])} affected and {len(delta[1])} removed documents",
-    )
+    join.log_plan(delta)
     if delta is not None:
         publish.discard_unpublished(out_uri, out_storage)
         if not delta[0]:
@@ -205,19 +209,7 @@ def build_multimodal(
         join.text_ds.count_rows() if affected is None else len(affected),
         f"documents (image_id must be unique in {image_uri!r})",
     )
-    schema = multimodal_schema(len(join.slots))
-    if affected is None:
-        fragments.commit_fragments(
-            out_uri, schema, written.fragments, out_storage, mode="overwrite"
-        )
-    else:  # the affected rows' old versions out, the new ones in: one commit
-        fragments.replace_rows(
-            out_uri,
-            out_storage,
-            key="docid",
-            remove=affected | removed,
-            fragments_json=written.fragments,
-        )
+    _commit(join, written, affected, removed)
     _upkeep(out_uri, out_storage, incremental=affected is not None)
     report = join.report(True, written, full_rebuild=affected is None, rows_deleted=len(removed))
     log.info(
@@ -231,6 +223,25 @@ def build_multimodal(
         report.summary.num_rows,
     )
     return report
+
+
+def _commit(
+    join: _Join, written: WrittenFragments, affected: set[str] | None, removed: set[str]
+) -> None:
+    """One commit: overwrite, or (incremental) the affected rows' old versions out, new in."""
+    if affected is None:
+        schema = multimodal_schema(len(join.slots))
+        fragments.commit_fragments(
+            join.out_uri, schema, written.fragments, join.out_storage, mode="overwrite"
+        )
+        return
+    fragments.replace_rows(
+        join.out_uri,
+        join.out_storage,
+        key="docid",
+        remove=affected | removed,
+        fragments_json=written.fragments,
+    )
 
 
 def _remove_only(join: _Join, removed: set[str]) -> MultimodalReport:

@@ -28,10 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Scalar index type of the key columns: ``BTREE`` suits unique string keys (``BITMAP`` is
-#: for few distinct values). With it 100 one-at-a-time ``image_id`` lookups take 0.10 s
-#: instead of 0.24 s (2.3x; without it every lookup scans the key column, which grows with
-#: the table), ``docid`` lookups 1.4x (texts) and 1.5x (multimodal) faster; it builds in
-#: 16 ms for 20k rows, and Lance's ``merge_insert`` joins through it.
+#: for few distinct values). Without it every id lookup scans the key column, which grows
+#: with the table; it builds in milliseconds and Lance's ``merge_insert`` joins through it
+#: (measured: docs/benchmarks.md#lance-layout).
 KEY_INDEX_TYPE = "BTREE"
 
 
@@ -45,14 +44,12 @@ class CompactionPolicy:
     """When small fragments are rewritten into full ones.
 
     Every incremental ingest adds a small fragment (its new rows), not yet in the key
-    index. Measured after 50 ingests of 20 rows (53 fragments): 100 id lookups 27x slower
-    than compacted, an upsert 7.4x, a metadata scan 5.3x, each further ingest 6x. Updating
-    the index alone brings lookups to 1.4x and upserts to 1.2x; compaction brings the
-    rest back. So :func:`maintain` leaves small fragments alone until there are
-    ``max_small_fragments`` (16) of them, then updates the index and compacts them in one
-    go: at the most it leaves (15 small ones) lookups are 9x and upserts 3.3x slower than
-    compacted (22 ms against 7 ms), and the upkeep (1.9 s for 51 fragments, the table's
-    tail fragment included) runs once per ~15 ingests.
+    index; many small fragments make lookups, upserts and scans several times slower
+    (docs/benchmarks.md#lance-layout). Updating the index alone recovers most of the
+    lookups; compaction recovers the rest. So :func:`maintain` leaves small fragments
+    alone until there are ``max_small_fragments`` (16) of them, then updates the index and
+    compacts them in one go: the upkeep (seconds) runs once per ~15 ingests, and what it
+    leaves in between stays within a few times the compacted speed.
 
     Attributes:
         max_small_fragments: Compact once this many small fragments exist.
@@ -108,10 +105,10 @@ class TableLayout:
 
 
 #: ``image_lance``: 8k rows per fragment, ~440 MB of 55 KB photos. Spark reads one
-#: partition per fragment: reading every image of 20k took 11.0 s with 8k rows (3
-#: partitions), 18.9 s with 1k (20 partitions of 55 MB: per-task overhead dominates) and
-#: 17.1 s with 64k (one partition: no parallelism); a million photos give 122 partitions,
-#: enough for a cluster. Random rows and id lookups did not depend on it (within noise).
+#: partition per fragment: 1k rows gives many small partitions (per-task overhead
+#: dominates), 64k too few (no parallelism on small tables); a million photos give 122
+#: partitions, enough for a cluster. Random rows and id lookups do not depend on it
+#: (docs/benchmarks.md#lance-layout).
 IMAGES_LAYOUT = TableLayout(key="image_id", rows_per_fragment=8 * 1024)
 #: ``text_lance``: rows are a few hundred bytes, so Lance's default 1M rows per fragment
 #: (a few hundred MB) holds; reading texts is never the slow part.

@@ -166,14 +166,13 @@ def _mapped(worker: int, manager: bytes, name: bytes, size: int) -> torch.Untype
     """The main process's mapping of a worker's buffer, made on its first batch only.
 
     Torch's own sharing of a tensor (file descriptors) would hand over a new descriptor for
-    every batch, through a socket connection with an authentication handshake, then map
-    the buffer anew, and copying out of a new mapping faults in every page: about 1.5 ms
-    of the main process's CPU per 8-document batch, 5% of what the workers decode in the
-    meantime on 2 cores. A named buffer (torch's file_system sharing, per buffer: the
-    process-wide strategy is left alone) is opened once and kept here, and torch's cache
-    of shared storages then finds it for every later batch. A mapping is let go once more
-    than :data:`MAPPED_BUFFERS` are kept (the oldest first; a later batch in it just maps
-    it again) or once its worker (process ``worker``) has exited.
+    every batch, through a socket connection with an authentication handshake, then map the
+    buffer anew, and copying out of a new mapping faults in every page: main-process CPU at
+    every batch (docs/benchmarks.md#loader). A named buffer (torch's file_system sharing,
+    per buffer: the process-wide strategy is left alone) is opened once and kept here, and
+    torch's cache of shared storages then finds it for every later batch. A mapping is let
+    go once more than :data:`MAPPED_BUFFERS` are kept (the oldest first; a later batch in it
+    just maps it again) or once its worker (process ``worker``) has exited.
     """
     from torch.multiprocessing.reductions import rebuild_storage_filename
 
