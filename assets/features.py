@@ -6,6 +6,7 @@
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from assets.automation import FOLLOW_UPSTREAM
 from assets.gate import check_specs, checked_lance_result
 from assets.ingest import GROUP
 from resources.feature_model import FeatureModelResource
@@ -28,6 +29,7 @@ class FeaturesConfig(Config):
 
 
 @asset(
+    automation_condition=FOLLOW_UPSTREAM,
     group_name=GROUP,
     deps=["image_lance"],
     kinds={"lance", "spark", "pytorch"},

@@ -6,6 +6,7 @@
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 from pydantic import Field
 
+from assets.automation import FOLLOW_UPSTREAM
 from assets.gate import check_specs, checked_lance_result
 from assets.ingest import GROUP
 from resources.lake import LakeResource
@@ -27,6 +28,7 @@ class JoinConfig(Config):
 
 
 @asset(
+    automation_condition=FOLLOW_UPSTREAM,
     group_name=GROUP,
     deps=["text_lance", "image_lance"],
     kinds={"lance", "spark", "s3"},

@@ -5,6 +5,7 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from assets.automation import FOLLOW_UPSTREAM, TRAINING_FRESHNESS
 from assets.gate import check_results, check_specs
 from assets.ingest import GROUP
 from assets.metadata import markdown_table
@@ -15,6 +16,8 @@ from vlm_lake.training.export_json import export_training_json, promote, staging
 
 
 @asset(
+    automation_condition=FOLLOW_UPSTREAM,
+    freshness_policy=TRAINING_FRESHNESS,
     group_name=GROUP,
     deps=["multimodal_lance"],
     kinds={"json", "s3", "python"},

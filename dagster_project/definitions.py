@@ -8,7 +8,13 @@ not from running steps side by side.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    Definitions,
+    define_asset_job,
+    in_process_executor,
+)
 
 from assets import ALL_ASSETS
 from dagster_project.sensors import new_uploads_sensor
@@ -21,10 +27,21 @@ vlm_lake_job = define_asset_job(
     "and images -> ResNet-50 features (Spark).",
 )
 
+#: Evaluates the downstream assets' automation conditions (``assets/automation.py``): an
+#: ingest materialized by hand propagates downstream. Stopped by default, like
+#: ``new_uploads_sensor``; turn both on in the UI (Automation) or with ``dagster sensor start``.
+follow_upstream_sensor = AutomationConditionSensorDefinition(
+    "follow_upstream_sensor",
+    target=AssetSelection.all(),
+    minimum_interval_seconds=30,
+    description="Materializes multimodal_lance, training_json and image_features after their "
+    "inputs updated and passed their blocking checks.",
+)
+
 defs = Definitions(
     assets=ALL_ASSETS,
     jobs=[vlm_lake_job],
-    sensors=[new_uploads_sensor],
+    sensors=[new_uploads_sensor, follow_upstream_sensor],
     resources=build_resources(),
     executor=in_process_executor,
 )

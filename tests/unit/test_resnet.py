@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -135,17 +137,27 @@ def test_bf16_features_agree_with_fp32_within_the_stated_tolerance() -> None:
     assert bool((relative <= 0.02).all()), relative
 
 
-def test_compiled_model_matches_eager_and_pads_a_short_last_batch() -> None:
-    """torch.compile (inductor, frozen weights) gives the eager features; a batch shorter
-    than the run's is zero-padded to it and the padding is cut off again."""
+def _compiled_vs_eager(batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """In a fresh process: eager features, compiled features of the batch and of a short one."""
     state = resnet50(seed=0).state_dict()
-    batch = _sample_batch()[:3]
     eager = FeatureModel(state, "cpu", "fp32")
     compiled = FeatureModel(state, "cpu", "fp32", compiled=True)
-    full, short = compiled(batch, pad_to=3), compiled(batch[:2], pad_to=3)
-    assert compiled.compiled, "compiling fell back to eager"
+    full = compiled(batch, pad_to=len(batch))
+    short = compiled(batch[:2], pad_to=len(batch))
+    return eager(batch), full, short, compiled.compiled
+
+
+def test_compiled_model_matches_eager_and_pads_a_short_last_batch() -> None:
+    """torch.compile (inductor, frozen weights) gives the eager features; a batch shorter
+    than the run's is zero-padded to it and the padding is cut off again.
+
+    It compiles in a spawned process, as a Spark worker does, so inductor's compile workers
+    and threads never live in the test process that later forks DataLoader workers.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        expected, full, short, still = pool.submit(_compiled_vs_eager, _sample_batch()[:3]).result()
+    assert still, "compiling fell back to eager"
     assert full.shape == (3, 2048) and short.shape == (2, 2048)
-    expected = eager(batch)
     np.testing.assert_allclose(full, expected, rtol=1e-3, atol=1e-3 * float(abs(expected).max()))
     np.testing.assert_allclose(short, full[:2], rtol=1e-3, atol=1e-3 * float(abs(full).max()))
 
