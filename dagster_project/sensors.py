@@ -1,18 +1,20 @@
 """Sensors: start the pipeline when the raw uploads change.
 
-``new_uploads_sensor`` lists ``RAW_IMAGES_URI`` and ``RAW_TEXTS_URI`` every
-``UPLOAD_SENSOR_INTERVAL_SECONDS`` (default 60), fingerprints each listing (keys, ETags,
-sizes; no object is ever read) and, when a fingerprint differs from the one in its cursor,
-requests one run of the changed source's ingest asset and everything downstream of it.
+``new_uploads_sensor`` ticks every ``UPLOAD_SENSOR_INTERVAL_SECONDS`` (default 60). It
+learns of changes from the upload-event queue (``UPLOAD_EVENTS_QUEUE_URL``), and from
+sweeps that list each source a bounded slice per tick and fingerprint every complete
+round (:mod:`vlm_lake.ingest.source_sweep`); no object is ever read. A change requests
+one run of the changed source's ingest asset and everything downstream of it. The whole
+design is in docs/operations.md.
 """
 
 # No `from __future__ import annotations` here: Dagster finds a sensor's context and resource
 # parameters by their annotations, checked by identity, and a string annotation fails that.
 
-import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from dagster import (
     AssetKey,
@@ -27,14 +29,16 @@ from dagster import (
 )
 
 from dagster_project.settings import UPLOAD_SENSOR_INTERVAL_ENV, upload_sensor_interval_seconds
+from dagster_project.upload_cursor import SENSOR_NAME, UploadsCursor
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
-from vlm_lake.ingest.source_state import SourceSnapshot, images_snapshot, texts_snapshot
+from resources.upload_events import UploadEventsResource
+from vlm_lake.ingest.source_sweep import SourceRound, sweep
+from vlm_lake.ingest.upload_events import EventQueue, UploadEvent
+from vlm_lake.store.object_store import ObjectStore
 
 #: The job the sensor's runs belong to (defined in ``dagster_project/definitions.py``).
 JOB_NAME = "vlm_lake_job"
-SENSOR_NAME = "new_uploads_sensor"
-CURSOR_VERSION = 1
 TAG_PREFIX = "vlm_lake"
 
 
@@ -60,92 +64,6 @@ TEXTS = UploadSource(
 SOURCES: tuple[UploadSource, ...] = (IMAGES, TEXTS)
 
 
-@dataclass(frozen=True)
-class UploadsCursor:
-    """The sensor's cursor: what each source held at the last requested run.
-
-    Serialized as small JSON (a few hundred bytes whatever the number of objects)::
-
-        {"v": 1, "generation": 3,
-         "sources": {"images": {"objects": 5000, "bytes": 5210000, "fingerprint": "<sha256>"},
-                     "texts": {"objects": 1, "bytes": 443, "fingerprint": "<sha256>"}}}
-
-    ``generation`` counts the runs requested so far; it is part of the run key, so a source
-    that goes back to an earlier state (an upload reverted) still gets a new run.
-    """
-
-    generation: int
-    sources: Mapping[str, Mapping[str, Any]]
-
-    def fingerprint(self, source: str) -> str | None:
-        """The stored fingerprint of ``source``, or None if the cursor has none."""
-        entry = self.sources.get(source) or {}
-        value = entry.get("fingerprint")
-        return value if isinstance(value, str) else None
-
-    def to_json(self) -> str:
-        """The cursor string Dagster stores."""
-        return json.dumps(
-            {"v": CURSOR_VERSION, "generation": self.generation, "sources": self.sources},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_snapshots(
-        cls, generation: int, snapshots: Mapping[str, SourceSnapshot]
-    ) -> "UploadsCursor":
-        """A cursor recording ``snapshots`` (counts, bytes and full fingerprints)."""
-        return cls(
-            generation,
-            {
-                name: {"objects": s.objects, "bytes": s.total_bytes, "fingerprint": s.fingerprint}
-                for name, s in snapshots.items()
-            },
-        )
-
-    @classmethod
-    def parse(cls, cursor: str | None) -> "UploadsCursor | None":
-        """Read a stored cursor; None when there is none.
-
-        Raises:
-            ValueError: If ``cursor`` is not a cursor this sensor wrote (names the value).
-        """
-        if not cursor:
-            return None
-        try:
-            data = json.loads(cursor)
-        except json.JSONDecodeError:
-            data = None
-        if (
-            not isinstance(data, dict)
-            or data.get("v") != CURSOR_VERSION
-            or not isinstance(data.get("generation"), int)
-            or not isinstance(data.get("sources"), dict)
-        ):
-            raise ValueError(
-                f"cursor={cursor[:200]!r} is not a {SENSOR_NAME} cursor; expected JSON "
-                f'{{"v": {CURSOR_VERSION}, "generation": <int>, "sources": {{...}}}}. Clear it '
-                f"(UI: sensor page > Cursor, or `dagster sensor cursor {SENSOR_NAME} --delete`) "
-                "to start over"
-            )
-        return cls(data["generation"], data["sources"])
-
-
-def run_key_for(generation: int, snapshots: Mapping[str, SourceSnapshot]) -> str:
-    """The run key: this request's generation and both sources' fingerprints.
-
-    ``uploads-<generation>-<images fingerprint[:16]>-<texts fingerprint[:16]>``, where
-    ``generation`` is the stored cursor's generation plus one.
-
-    The same cursor and the same listings always give the same key, so a tick that Dagster
-    evaluates again (a daemon restart before it stored the new cursor) requests a run whose
-    key already exists, and Dagster does not start it twice.
-    """
-    parts = "-".join(snapshots[s.name].short(16) for s in SOURCES)
-    return f"uploads-{generation}-{parts}"
-
-
 def downstream_selection(
     repository: RepositoryDefinition, roots: Iterable[AssetKey]
 ) -> list[AssetKey]:
@@ -167,57 +85,160 @@ def downstream_selection(
     return sorted(selection.resolve(repository.asset_graph), key=lambda key: key.to_user_string())
 
 
+@dataclass
+class _Tick:
+    """What one tick found: events from the queue, rounds the sweep completed."""
+
+    previous: UploadsCursor | None
+    cursor: UploadsCursor
+    uris: dict[str, str] = field(default_factory=dict)
+    events: dict[str, list[UploadEvent]] = field(default_factory=dict)
+    rounds: dict[str, SourceRound] = field(default_factory=dict)
+    receipts: list[str] = field(default_factory=list)
+    list_calls: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def changed(self) -> list[UploadSource]:
+        """Sources with new events, or whose completed round differs from the last one.
+
+        Until every source has completed a round, sweeps request nothing (a first run
+        needs both sources); the first run then takes both.
+        """
+        by_events = [s for s in SOURCES if self.events.get(s.name)]
+        if any(s.name not in self.rounds and not self.cursor.fingerprint(s.name) for s in SOURCES):
+            return by_events
+        if self.cursor.generation == 0:
+            return list(SOURCES)
+        return [
+            s
+            for s in SOURCES
+            if s in by_events
+            or (
+                s.name in self.rounds
+                and self.cursor.fingerprint(s.name) != self.rounds[s.name].fingerprint
+            )
+        ]
+
+
+def _receive(tick: _Tick, queue: EventQueue, budget: UploadEventsResource, deadline: float) -> None:
+    """Read the queue; keep the events under a source that this sensor has not seen."""
+    got = queue.receive(budget.max_messages_per_tick, deadline)
+    tick.receipts = got.receipts
+    seen = set(tick.cursor.seen)
+    fresh = [e for e in got.events if e.id not in seen]
+    ids = list(dict.fromkeys(e.id for e in fresh))
+    tick.cursor = tick.cursor.remember(ids)
+    for s in SOURCES:
+        uri = tick.uris[s.name]
+        matched = [e for e in fresh if e.under(uri)]
+        if matched:
+            tick.events[s.name] = matched
+    tick.notes.append(
+        f"queue: {len(got.receipts)} messages, {len(got.events)} events "
+        f"({len(got.events) - len(fresh)} seen before, {got.ignored} messages ignored)"
+    )
+
+
+def _sweep(tick: _Tick, store: ObjectStore, budget: UploadEventsResource, deadline: float) -> None:
+    """Advance each source's sweep by a slice; record the rounds that completed."""
+    sweeps = dict(tick.cursor.sweeps)
+    for s in SOURCES:
+        step = sweep(
+            store,
+            tick.uris[s.name],
+            sweeps.get(s.name),
+            max_pages=budget.max_list_pages_per_tick,
+            deadline=deadline,
+            name=s.env_var,
+        )
+        tick.list_calls += step.list_calls
+        if step.completed is None:
+            sweeps[s.name] = step.state
+            tick.notes.append(f"{s.env_var}: sweep at {step.state.objects} objects, goes on")
+            continue
+        sweeps.pop(s.name, None)
+        tick.rounds[s.name] = step.completed
+        tick.notes.append(
+            f"{s.env_var}={step.completed.uri}: {step.completed.objects} objects, "
+            f"{step.completed.total_bytes} bytes, fingerprint {step.completed.short()}"
+        )
+    tick.cursor = replace(tick.cursor, sweeps=sweeps)
+
+
 def evaluate_uploads(
-    context: SensorEvaluationContext, lake: LakeResource, object_store: ObjectStoreResource
+    context: SensorEvaluationContext,
+    lake: LakeResource,
+    object_store: ObjectStoreResource,
+    upload_events: UploadEventsResource,
 ) -> SensorResult:
-    """One tick of ``new_uploads_sensor``.
+    """One tick of ``new_uploads_sensor``: queue events, a sweep slice, at most one run.
 
     Args:
-        context: The sensor context; its cursor holds the last requested state and its
+        context: The sensor context; its cursor holds the state between ticks and its
             ``repository_def`` the asset graph the selection is resolved against.
         lake: Where the raw sources are (``raw_images_uri``, ``raw_texts_uri``).
-        object_store: The store the sources are listed with.
+        object_store: The store the sources are listed with (and the queue's credentials).
+        upload_events: The queue, if any, and the tick's budget.
 
     Returns:
-        A run request with the new cursor when a source changed (asset checks on the selected
-        assets run too: Dagster adds them when ``asset_check_keys`` is unset); otherwise a
-        skip reason with the counts checked, and the cursor unchanged.
+        A run request with the new cursor when a source changed; otherwise a skip reason
+        saying what was checked, with the cursor the tick advanced (sweep progress, ids
+        of events seen).
 
     Raises:
         SourceListingError: If a source cannot be listed; the tick fails with the URI named.
         ValueError: If the stored cursor is not one this sensor wrote.
     """
     previous = UploadsCursor.parse(context.cursor)
-    store = object_store.store()
-    snapshots = {
-        IMAGES.name: images_snapshot(store, lake.raw_images_uri),
-        TEXTS.name: texts_snapshot(store, lake.raw_texts_uri),
-    }
-    checked = "; ".join(
-        f"{s.env_var}={snapshots[s.name].uri}: {snapshots[s.name].objects} objects, "
-        f"{snapshots[s.name].total_bytes} bytes, fingerprint {snapshots[s.name].short()}"
-        for s in SOURCES
-    )
-    context.log.info(f"checked {checked}")
+    deadline = time.monotonic() + upload_events.tick_budget_seconds
+    uris = {IMAGES.name: lake.raw_images_uri, TEXTS.name: lake.raw_texts_uri}
+    tick = _Tick(previous, previous or UploadsCursor(0, {}), uris)
+    queue = upload_events.queue(object_store.settings())
+    if queue is not None:
+        _receive(tick, queue, upload_events, deadline)
+    last = tick.cursor.last_sweep
+    now = time.time()
+    if queue is None or last is None or now - last >= upload_events.sweep_interval_seconds:
+        _sweep(tick, object_store.store(), upload_events, deadline)
+        if queue is not None:
+            tick.cursor = replace(tick.cursor, last_sweep=now)
+    result = _decide(context, tick)
+    if queue is not None and tick.receipts:
+        queue.delete(tick.receipts)  # after the decision: a failed tick leaves them queued
+    return result
 
-    empty = [s for s in SOURCES if snapshots[s.name].is_empty]
+
+def _decide(context: SensorEvaluationContext, tick: _Tick) -> SensorResult:
+    """The tick's result: a run request for the changed sources, or a skip."""
+    checked = "; ".join(tick.notes) or "nothing due this tick"
+    context.log.info(f"checked {checked}; LIST calls: {tick.list_calls}")
+    empty = [s for s in SOURCES if s.name in tick.rounds and tick.rounds[s.name].is_empty]
     if empty:
-        missing = ", ".join(f"{s.env_var}={snapshots[s.name].uri}" for s in empty)
+        missing = ", ".join(f"{s.env_var}={tick.rounds[s.name].uri}" for s in empty)
         # The cursor stays as it was: whatever changed meanwhile is picked up once the
         # source has objects again.
         return SensorResult(
             skip_reason=f"no objects at {missing} (missing or empty); the pipeline needs both "
-            f"sources, waiting for uploads. Checked {checked}"
+            f"sources, waiting for uploads. Checked {checked}",
+            cursor=context.cursor,
         )
-
-    changed = [
-        s
-        for s in SOURCES
-        if previous is None or previous.fingerprint(s.name) != snapshots[s.name].fingerprint
-    ]
+    changed = tick.changed()
+    cursor = tick.cursor.with_rounds(tick.rounds)
     if not changed:
-        return SensorResult(skip_reason=f"no new, changed or deleted objects. Checked {checked}")
+        return SensorResult(
+            skip_reason=f"no new, changed or deleted objects. Checked {checked}",
+            cursor=cursor.to_json(),
+        )
+    return _request(context, tick, changed, cursor)
 
+
+def _request(
+    context: SensorEvaluationContext,
+    tick: _Tick,
+    changed: list[UploadSource],
+    cursor: UploadsCursor,
+) -> SensorResult:
+    """One run of the changed sources' ingest and everything downstream."""
     repository = context.repository_def
     if repository is None:
         raise ValueError(
@@ -226,20 +247,38 @@ def evaluate_uploads(
         )
     roots = [key for s in changed for key in (s.ingest_asset, s.quarantine_asset)]
     selection = downstream_selection(repository, roots)
-    generation = (previous.generation if previous else 0) + 1
-    run_key = run_key_for(generation, snapshots)
-    tags = {f"{TAG_PREFIX}/changed_sources": ",".join(s.name for s in changed)}
+    generation = cursor.generation + 1
+    event_ids = sorted(e.id for s in SOURCES for e in tick.events.get(s.name, []))
+    run_key = run_key_for(generation, cursor, event_ids)
+    tags = {
+        f"{TAG_PREFIX}/changed_sources": ",".join(s.name for s in changed),
+        f"{TAG_PREFIX}/events": str(len(event_ids)),
+    }
     for s in SOURCES:
-        tags[f"{TAG_PREFIX}/{s.name}_objects"] = str(snapshots[s.name].objects)
-        tags[f"{TAG_PREFIX}/{s.name}_fingerprint"] = snapshots[s.name].short()
+        entry = cursor.sources.get(s.name) or {}
+        tags[f"{TAG_PREFIX}/{s.name}_objects"] = str(entry.get("objects", "unknown"))
+        tags[f"{TAG_PREFIX}/{s.name}_fingerprint"] = str(entry.get("fingerprint", "none"))[:12]
     context.log.info(
         f"changed: {', '.join(s.env_var for s in changed)}; requesting run {run_key} of "
         f"{', '.join(k.to_user_string() for k in selection)}"
     )
     return SensorResult(
         run_requests=[RunRequest(run_key=run_key, asset_selection=selection, tags=tags)],
-        cursor=UploadsCursor.from_snapshots(generation, snapshots).to_json(),
+        cursor=replace(cursor, generation=generation).to_json(),
     )
+
+
+def run_key_for(generation: int, cursor: UploadsCursor, event_ids: list[str]) -> str:
+    """The run key: the generation, then a digest of the sources' rounds and the events.
+
+    ``uploads-<generation>-<24 hex digits>``. The same cursor, rounds and events always
+    give the same key, so a tick that Dagster evaluates again (a daemon restart before it
+    stored the new cursor) requests a run whose key exists, and Dagster does not start it
+    twice; a message redelivered later is recognised by its event id (``seen``).
+    """
+    parts = [cursor.fingerprint(s.name) or "-" for s in SOURCES] + event_ids
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+    return f"uploads-{generation}-{digest}"
 
 
 def build_new_uploads_sensor(
@@ -278,25 +317,28 @@ def build_new_uploads_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(
-            "Watches RAW_IMAGES_URI and RAW_TEXTS_URI (every object; strays are quarantined) by "
-            "listing them (paginated; no object is downloaded). A new, changed (new ETag) or "
+            "Watches RAW_IMAGES_URI and RAW_TEXTS_URI (every object; strays are quarantined) "
+            "through S3 event notifications on UPLOAD_EVENTS_QUEUE_URL when set, and sweeps "
+            "that list a bounded slice per tick (no object is downloaded). A new, changed or "
             "deleted object requests one run of that source's ingest asset and everything "
-            "downstream; a deletion re-runs the ingest so the lake mirrors the source. The "
-            "run key is the cursor's generation plus both listings' fingerprints, so a "
-            "re-evaluated tick never starts a second run. A missing or empty source skips "
-            "the tick (naming its URI) and keeps the cursor; a listing error fails the tick. "
+            "downstream. Run keys come from the events and the sweep fingerprints, so a "
+            "re-evaluated tick or a redelivered message never starts a second run. A missing "
+            "or empty source skips the tick (naming its URI); a listing error fails the tick. "
             f"Interval: {UPLOAD_SENSOR_INTERVAL_ENV} (now {minimum_interval_seconds}s)."
         ),
     )
     def new_uploads_sensor(
-        context: SensorEvaluationContext, lake: LakeResource, object_store: ObjectStoreResource
+        context: SensorEvaluationContext,
+        lake: LakeResource,
+        object_store: ObjectStoreResource,
+        upload_events: UploadEventsResource,
     ) -> SensorResult:
         """Request a run of the ingest assets (and downstream) when raw uploads change.
 
         Deleted objects change the fingerprint too: they request a run, whose ingest
         rewrites the dataset from what is there now, so the lake mirrors the source.
         """
-        return evaluate_uploads(context, lake, object_store)
+        return evaluate_uploads(context, lake, object_store, upload_events)
 
     return new_uploads_sensor
 

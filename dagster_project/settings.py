@@ -13,7 +13,13 @@ from typing import Any
 
 from dagster import EnvVar
 
-from resources import FeatureModelResource, LakeResource, ObjectStoreResource, SparkResource
+from resources import (
+    FeatureModelResource,
+    LakeResource,
+    ObjectStoreResource,
+    SparkResource,
+    UploadEventsResource,
+)
 from vlm_lake.lake import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI
 
 _TRUE = ("1", "true", "yes", "on")
@@ -35,7 +41,8 @@ def build_resources() -> dict[str, Any]:
     ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
     ``AWS_VIRTUAL_HOSTED_STYLE_REQUEST`` (``true`` for Aliyun OSS); ``SPARK_MASTER`` and
     ``SPARK_REMOTE``; ``RESNET50_WEIGHTS``, ``FEATURES_DEVICE``, ``FEATURES_PRECISION``
-    and ``FEATURES_COMPILE``.
+    and ``FEATURES_COMPILE``; ``UPLOAD_EVENTS_QUEUE_URL``, ``UPLOAD_EVENTS_ENDPOINT_URL`` and
+    ``UPLOAD_SWEEP_INTERVAL_SECONDS``.
     """
     return {
         "lake": LakeResource(
@@ -61,6 +68,13 @@ def build_resources() -> dict[str, Any]:
             device=env_or("FEATURES_DEVICE", "auto"),
             precision=env_or("FEATURES_PRECISION", "auto"),
             compile=env_or("FEATURES_COMPILE", "auto"),
+        ),
+        "upload_events": UploadEventsResource(
+            queue_url=env_or("UPLOAD_EVENTS_QUEUE_URL"),
+            endpoint_url=env_or("UPLOAD_EVENTS_ENDPOINT_URL"),
+            sweep_interval_seconds=EnvVar.int("UPLOAD_SWEEP_INTERVAL_SECONDS")
+            if "UPLOAD_SWEEP_INTERVAL_SECONDS" in os.environ
+            else 600,
         ),
     }
 

@@ -6,5 +6,12 @@ from resources.feature_model import FeatureModelResource
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
+from resources.upload_events import UploadEventsResource
 
-__all__ = ["FeatureModelResource", "LakeResource", "ObjectStoreResource", "SparkResource"]
+__all__ = [
+    "FeatureModelResource",
+    "LakeResource",
+    "ObjectStoreResource",
+    "SparkResource",
+    "UploadEventsResource",
+]

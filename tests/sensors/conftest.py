@@ -6,22 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sensor_helpers import IMAGES_PREFIX, TEXTS_KEY, Tick, evaluate
+from sensor_helpers import Tick, evaluate, seed_layout_resources
 
-from resources import LakeResource, ObjectStoreResource
+from resources import ObjectStoreResource
 
 
 @pytest.fixture()
 def sensor_resources(bucket: str, object_store_resource: ObjectStoreResource) -> dict[str, Any]:
-    """The sensor's two resources for the seed's layout in a fresh bucket."""
-    return {
-        "lake": LakeResource(
-            raw_images_uri=f"s3://{bucket}/{IMAGES_PREFIX}",
-            raw_texts_uri=f"s3://{bucket}/{TEXTS_KEY}",
-            lake_uri=f"s3://{bucket}/lake",
-        ),
-        "object_store": object_store_resource,
-    }
+    """The sensor's resources for the seed's layout in a fresh bucket (no event queue)."""
+    return seed_layout_resources(bucket, object_store_resource)
 
 
 @pytest.fixture()

@@ -23,9 +23,10 @@ from sensor_helpers import (
 )
 
 from dagster_project.definitions import defs
-from dagster_project.sensors import UploadsCursor, downstream_selection
-from resources import LakeResource, ObjectStoreResource
-from vlm_lake.ingest.source_state import SourceListingError
+from dagster_project.sensors import downstream_selection
+from dagster_project.upload_cursor import UploadsCursor
+from resources import LakeResource, ObjectStoreResource, UploadEventsResource
+from vlm_lake.ingest.source_sweep import SourceListingError
 
 TickFn = Callable[..., Tick]
 
@@ -57,7 +58,7 @@ def test_first_tick_requests_every_ingest_and_downstream_asset(
     assert len(run.tags["vlm_lake/images_fingerprint"]) == 12
 
     cursor = first.cursor_data
-    assert cursor["v"] == 1 and cursor["generation"] == 1
+    assert cursor["v"] == 2 and cursor["generation"] == 1
     assert cursor["sources"]["images"]["objects"] == 3
     assert cursor["sources"]["texts"] == {
         "objects": 1,
@@ -205,6 +206,7 @@ def test_listing_error_fails_the_tick_naming_the_uri(object_store_resource) -> N
             raw_texts_uri="s3://no-such-bucket-vlm/testdata.json",
         ),
         "object_store": object_store_resource,
+        "upload_events": UploadEventsResource(),
     }
     with pytest.raises(SourceListingError, match=r"RAW_IMAGES_URI='s3://no-such-bucket-vlm/"):
         evaluate(None, resources)
@@ -227,6 +229,7 @@ def test_local_folders(tmp_path: Path) -> None:
             raw_images_uri=str(images), raw_texts_uri=str(texts), lake_uri=str(tmp_path / "lake")
         ),
         "object_store": ObjectStoreResource(),
+        "upload_events": UploadEventsResource(),
     }
     first = evaluate(None, resources)
     assert first.run.tags["vlm_lake/images_objects"] == "3"

@@ -25,7 +25,7 @@ def test_registered_with_the_configured_interval() -> None:
     assert sensor.minimum_interval_seconds == upload_sensor_interval_seconds()
     assert sensor.job_name == "vlm_lake_job"
     assert sensor.default_status == DefaultSensorStatus.STOPPED
-    assert sensor.required_resource_keys == {"lake", "object_store"}
+    assert sensor.required_resource_keys == {"lake", "object_store", "upload_events"}
     assert "UPLOAD_SENSOR_INTERVAL_SECONDS" in sensor.description
 
 

@@ -14,6 +14,7 @@ URI and the operation, with any credential masked (:mod:`vlm_lake.store.redact`)
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,7 +45,39 @@ log = logging.getLogger(__name__)
 #: Ceiling of one backoff sleep between re-downloads, in seconds (botocore uses 20 too).
 MAX_BACKOFF_S = 20.0
 
-__all__ = ["ObjectInfo", "ObjectNotFoundError", "ObjectStore", "ObjectStoreError", "StoreSettings"]
+__all__ = [
+    "ListPage",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ObjectStore",
+    "ObjectStoreError",
+    "StoreSettings",
+]
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a listing: its objects, the key to continue after, whether more follow."""
+
+    objects: list[ObjectInfo]
+    last_key: str
+    truncated: bool
+
+
+def _local_page(path: str, start_after: str, page_size: int) -> ListPage:
+    """A page of a local folder's files in key order (the walk restarts at each page)."""
+    p = Path(path)
+    if p.is_file():
+        info = local_info(p)
+        done = bool(start_after) and start_after >= info.key
+        return ListPage([] if done else [info], info.key, False)
+    if not p.is_dir():
+        return ListPage([], start_after, False)
+    items = (i for i in walk_in_key_order(p.resolve()) if i.key > start_after)
+    objects = list(itertools.islice(items, page_size + 1))
+    truncated = len(objects) > page_size
+    objects = objects[:page_size]
+    return ListPage(objects, objects[-1].key if objects else start_after, truncated)
 
 
 class ObjectStore:
@@ -93,6 +127,49 @@ class ObjectStore:
         for info in items:
             if suffixes is None or uris.suffix(info.key) in suffixes:
                 yield info
+
+    def list_page(self, uri: str, start_after: str = "", page_size: int = 1000) -> ListPage:
+        """One page of the listing at ``uri``: at most one LIST call, in key order.
+
+        Resumable across calls (and sensor ticks): pass the previous page's ``last_key`` as
+        ``start_after``. A single object (or file) URI is one page of itself.
+
+        Args:
+            uri: An object/file URI or a prefix/folder URI.
+            start_after: Return only keys after this one ("" from the start).
+            page_size: Keys per page (S3 returns at most 1,000).
+
+        Raises:
+            ObjectStoreError: The LIST call failed after retries (names ``uri``).
+        """
+        uri = uris.normalize(uri)
+        if not uris.is_remote(uri):
+            return _local_page(uri, start_after, page_size)
+        bucket, key = uris.split_bucket_key(uri)
+        if key and not key.endswith("/"):
+            head = self._head(bucket, key, uri) if not start_after else None
+            if head is not None:
+                etag = head["ETag"].strip('"')
+                return ListPage(
+                    [ObjectInfo(uri, key, int(head["ContentLength"]), etag)], key, False
+                )
+            if start_after and start_after == key:
+                return ListPage([], key, False)
+            key += "/"
+        try:
+            page = self.client.list_objects_v2(
+                Bucket=bucket, Prefix=key, StartAfter=start_after, MaxKeys=page_size
+            )
+        except botocore_errors() as exc:
+            raise_store_error(store_error("ListObjectsV2", uri, exc), exc)
+        contents = page.get("Contents", [])
+        objects = [
+            ObjectInfo(f"s3://{bucket}/{o['Key']}", o["Key"], int(o["Size"]), o["ETag"].strip('"'))
+            for o in contents
+            if not o["Key"].endswith("/")
+        ]
+        last = contents[-1]["Key"] if contents else start_after
+        return ListPage(objects, last, bool(page.get("IsTruncated")))
 
     def _list_local(self, path: str) -> Iterator[ObjectInfo]:
         p = Path(path)

@@ -67,8 +67,11 @@ class StoreSettings:
         if any(secrets):
             redact.install_log_redaction()
 
-    def boto3_client(self) -> Any:
-        """Build a boto3 S3 client from these settings (thread-safe, share it).
+    def boto3_client(self, service: str = "s3", endpoint_url: str | None = None) -> Any:
+        """Build a boto3 client from these settings (thread-safe, share it).
+
+        ``service`` is ``s3`` (default) or ``sqs`` (the upload-event queue, with the same
+        credentials and region; ``endpoint_url`` overrides the store's endpoint for it).
 
         Retries use botocore's ``standard`` mode: throttling errors (``SlowDown``,
         ``Throttling``, 429), transient errors (500, 502, 503, 504) and connection errors and
@@ -97,8 +100,8 @@ class StoreSettings:
             response_checksum_validation="when_required",
         )
         return boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint_url,
+            service,
+            endpoint_url=endpoint_url or self.endpoint_url,
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key,
             aws_session_token=self.session_token,

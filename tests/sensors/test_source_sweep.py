@@ -1,21 +1,29 @@
-"""Source fingerprints (vlm_lake.ingest.source_state), on local folders and on a real S3 server."""
+"""Source fingerprints by sweep (vlm_lake.ingest.source_sweep), on local folders and real S3."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 from helpers import photo_variant, put, sample_image_bytes
 
-from vlm_lake.ingest.source_state import (
+from vlm_lake.ingest.source_sweep import (
     SourceListingError,
-    images_snapshot,
-    snapshot,
-    texts_snapshot,
+    SweepState,
+    full_round,
+    object_hash,
+    round_fingerprint,
+    sweep,
 )
 from vlm_lake.store.object_store import ObjectStore
+
+
+def images_snapshot(store: ObjectStore, uri: str):  # noqa: ANN201
+    return full_round(store, uri, "RAW_IMAGES_URI")
+
+
+texts_snapshot = images_snapshot
 
 # -- local folders -------------------------------------------------------------------------
 
@@ -42,18 +50,44 @@ def test_local_snapshot_counts_every_object_and_is_stable(
     assert first.short() == first.fingerprint[:12]
 
 
-def test_local_fingerprint_is_sha256_of_keys_etags_sizes_in_listing_order(
+def test_local_fingerprint_is_the_sum_of_object_hashes(
     tmp_path: Path, local_store: ObjectStore
 ) -> None:
     folder = _folder(tmp_path)
-    digest = hashlib.sha256()
-    fields = ["vlm-lake-source-v1", str(folder)]
-    for info in local_store.list(str(folder)):
-        fields += [info.key, info.etag, str(info.size)]
-    for text in fields:
-        data = text.encode()
-        digest.update(len(data).to_bytes(8, "big") + data)
-    assert snapshot(local_store, str(folder)).fingerprint == digest.hexdigest()
+    infos = list(local_store.list(str(folder)))
+    total = sum(object_hash(i) for i in infos) % (1 << 128)
+    expected = round_fingerprint(
+        str(folder), len(infos), sum(i.size for i in infos), f"{total:032x}"
+    )
+    assert full_round(local_store, str(folder)).fingerprint == expected
+
+
+def test_a_round_cut_into_slices_across_calls_gives_the_same_fingerprint(
+    tmp_path: Path, local_store: ObjectStore
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(2345):
+        (folder / f"f{i:05d}.jpg").write_bytes(b"x" * (i % 7))
+    whole = full_round(local_store, str(folder))
+    steps, calls, state = 0, 0, None
+    while True:
+        step = sweep(local_store, str(folder), state, max_pages=1, deadline=float("inf"))
+        steps, calls = steps + 1, calls + step.list_calls
+        if step.completed is not None:
+            break
+        state = step.state
+        assert state.after and state.objects == 1000 * steps  # a page of 1,000 per call
+        restored = SweepState.from_json(state.to_json())  # as kept in a cursor
+        assert restored == state
+    assert (steps, calls) == (3, 3)
+    assert step.completed == whole and whole.objects == 2345
+    assert step.state.objects == 0  # the next round starts afresh
+
+
+def test_sweep_state_from_a_foreign_cursor_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"sweep state \{'after': 1\} is not one this code"):
+        SweepState.from_json({"after": 1})
 
 
 def test_local_add_modify_delete_each_change_the_fingerprint(
