@@ -34,6 +34,7 @@ from assets.gate import check_specs, checked_lance_result
 from assets.metadata import markdown_table
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
+from resources.spark import SparkResource
 from vlm_lake.checks import check_images, check_texts
 from vlm_lake.errors import DatasetNotFoundError
 from vlm_lake.ingest.changes import IngestReport
@@ -61,6 +62,11 @@ class IngestConfig(Config):
         description="Delete rows whose source object or document is gone (mirror the "
         "source). Off: such rows are kept and counted as missing_from_source.",
     )
+    engine: str = Field(
+        default="auto",
+        description="Images: 'local' (a thread pool in the run's process), 'spark' (Spark "
+        "tasks download and write fragments) or 'auto' (Spark from 5,000 downloads).",
+    )
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class _Source:
     check: Callable[[Any, IngestReport], list[Any]]
     summary: Callable[[IngestReport], str]
     metadata: Callable[[IngestReport], dict[str, Any]]
+    engine: Callable[[SparkResource], dict[str, Any]] = lambda _spark: {}
 
 
 def _change_metadata(report: IngestReport) -> dict[str, Any]:
@@ -128,6 +135,7 @@ def _run_ingest(
     config: IngestConfig,
     lake: LakeResource,
     object_store: ObjectStoreResource,
+    spark: SparkResource,
 ) -> Iterator[MaterializeResult]:
     """The step: ingest, check, publish and/or record the rejections, as selected."""
     selected = context.selected_asset_keys
@@ -144,6 +152,7 @@ def _run_ingest(
             options,
             rejects_uri=rejects_uri,
             record_rejects=source.rejects.key in selected,
+            **source.engine(spark),
         )
         context.log.info(f"{table}: {source.summary(report)}; {_change_summary(report)}")
         storage = store.storage_options(table_uri)
@@ -182,8 +191,9 @@ def _ingest_multi_asset(source: _Source) -> AssetsDefinition:
         config: IngestConfig,
         lake: LakeResource,
         object_store: ObjectStoreResource,
+        spark: SparkResource,
     ) -> Iterator[MaterializeResult]:
-        yield from _run_ingest(source, context, config, lake, object_store)
+        yield from _run_ingest(source, context, config, lake, object_store, spark)
 
     return _ingest
 
@@ -194,6 +204,7 @@ def _image_options(config: IngestConfig, object_store: ObjectStoreResource) -> A
         full_rebuild=config.full_rebuild,
         on_bad_input=config.on_bad_input,
         delete_missing=config.delete_missing,
+        engine=config.engine,
     )
 
 
@@ -230,8 +241,16 @@ IMAGES = _Source(
     ingest=ingest_images,
     quarantine=quarantine_images,
     check=lambda ds, report: check_images(ds, report.written_ids),
-    summary=lambda r: f"{r.objects} downloaded ({r.bytes / 1e6:.1f} MB) in {r.seconds:.1f}s",
-    metadata=lambda r: {"downloaded_bytes": r.bytes, "seconds": round(r.seconds, 3)},
+    summary=lambda r: (
+        f"{r.objects} downloaded ({r.bytes / 1e6:.1f} MB) in {r.seconds:.1f}s"
+        + (f" by {r.tasks} Spark tasks" if r.tasks else "")
+    ),
+    metadata=lambda r: {
+        "downloaded_bytes": r.bytes,
+        "seconds": round(r.seconds, 3),
+        "spark_tasks": r.tasks,
+    },
+    engine=lambda spark: {"spark": lambda: spark.spark_session},
 )
 
 TEXTS = _Source(

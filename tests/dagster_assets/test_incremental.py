@@ -76,3 +76,23 @@ def test_new_and_changed_uploads_update_only_what_changed(
     for key in ("image_lance", "text_lance", "multimodal_lance"):
         assert again[key]["committed"] is False
     assert publish.published(layout.multimodal, opts).version == mm["lance/version"]
+
+
+def test_image_ingest_on_spark_through_the_asset(
+    s3_resources: dict[str, Any], s3_store: Any, bucket: str
+) -> None:
+    """engine='spark' in the run config: tasks download and write, the checks pass."""
+    upload_seed_example(s3_store.client, bucket)
+    put(s3_store.client, bucket, "lanceData/image4.png", photo_variant(44, fmt="PNG"))
+    config = {"ops": {"ingest_images": {"config": {"engine": "spark"}}}}
+    result = materialize(
+        ALL_ASSETS, resources=s3_resources, selection="image_lance", run_config=config
+    )
+    assert result.success
+    image = _meta(result)["image_lance"]
+    assert image["spark_tasks"] >= 1 and image["inserted"] == 4
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+    layout = LakeLayout.at(f"s3://{bucket}/lake")
+    opts = s3_store.storage_options(layout.root)
+    assert publish.published(layout.images, opts).version == image["lance/version"]

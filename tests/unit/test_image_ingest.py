@@ -12,8 +12,9 @@ from helpers import photo_variant, put, sample_image_bytes, sha256
 from PIL import Image
 
 from vlm_lake.errors import DuplicateKeyError, InvalidImageError, SourceNotFoundError
+from vlm_lake.ingest.image_fetch import iter_image_batches
 from vlm_lake.ingest.image_plan import plan_image_ingest
-from vlm_lake.ingest.images import ImageIngestOptions, ingest_images, iter_image_batches
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables.contracts import IMAGE_SCHEMA
 from vlm_lake.util.progress import Progress

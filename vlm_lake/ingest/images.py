@@ -11,17 +11,18 @@ commits nothing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import itertools
 import logging
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass
+from typing import Any
 
-import pyarrow as pa
-
-from vlm_lake.errors import InvalidImageError, SourceNotFoundError
-from vlm_lake.imaging.decode import IMAGE_SUFFIXES, probe_image
-from vlm_lake.ingest.changes import IngestReport, commit_changes
+from vlm_lake.errors import SourceNotFoundError
+from vlm_lake.imaging.decode import IMAGE_SUFFIXES
+from vlm_lake.ingest.changes import Committed, IngestReport, commit_changes
+from vlm_lake.ingest.image_fetch import iter_image_batches
 from vlm_lake.ingest.image_plan import ImagePlan, plan_image_ingest
+from vlm_lake.ingest.image_tasks import ImageWrite, ingest_on_spark
 from vlm_lake.ingest.quarantine import (
     RejectedImage,
     check_on_bad_input,
@@ -29,14 +30,15 @@ from vlm_lake.ingest.quarantine import (
     write_rejections,
 )
 from vlm_lake.store import uris
-from vlm_lake.store.object_store import ObjectInfo, ObjectStore
+from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables import lance_io, publish
 from vlm_lake.tables.contracts import IMAGE_SCHEMA, REJECTED_IMAGES_SCHEMA
 from vlm_lake.tables.layout import IMAGES_LAYOUT
-from vlm_lake.util.parallel import bounded_parallel_map
 from vlm_lake.util.progress import Progress
 
 log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "local", "spark")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class ImageIngestOptions:
         on_bad_input: ``quarantine`` (record and go on) or ``fail`` (raise at the first).
         delete_missing: Delete rows whose source object is gone (mirror the prefix); by
             default they are kept and counted as ``missing_from_source``.
+        engine: ``local`` (a thread pool in this process), ``spark`` (Spark tasks download
+            and write fragments; needs a session) or ``auto``: Spark when a session is
+            given and at least ``spark_min_objects`` objects are to be downloaded.
+        spark_min_objects: Downloads from which ``auto`` uses Spark (below, starting the
+            job costs more than it saves; docs/benchmarks.md).
+        objects_per_task: Objects per Spark task (fewer tasks: fewer, larger fragments).
     """
 
     workers: int = 16
@@ -62,9 +70,28 @@ class ImageIngestOptions:
     full_rebuild: bool = False
     on_bad_input: str = "quarantine"
     delete_missing: bool = False
+    engine: str = "auto"
+    spark_min_objects: int = 5000
+    objects_per_task: int = 2000
 
     def __post_init__(self) -> None:
         check_on_bad_input(self.on_bad_input)
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r} is not allowed; expected one of {ENGINES}")
+        if self.objects_per_task < 1:
+            raise ValueError(f"objects_per_task={self.objects_per_task!r} must be at least 1")
+
+    def use_spark(self, spark: Any, downloads: int) -> bool:
+        """Whether this run downloads on Spark (see ``engine``).
+
+        Raises:
+            ValueError: ``engine="spark"`` without a Spark session.
+        """
+        if self.engine == "spark" and spark is None:
+            raise ValueError("engine='spark' needs a Spark session (spark=...); got None")
+        if self.engine == "auto":
+            return spark is not None and downloads >= self.spark_min_objects
+        return self.engine == "spark"
 
 
 @dataclass(frozen=True)
@@ -74,71 +101,12 @@ class ImageIngestReport(IngestReport):
     Attributes:
         objects: Objects downloaded.
         bytes: Bytes downloaded.
+        tasks: Spark tasks that downloaded them (0: this process's thread pool).
     """
 
     objects: int = 0
     bytes: int = 0
-
-
-def _fetch(store: ObjectStore, info: ObjectInfo) -> dict[str, object] | RejectedImage:
-    data = store.read_bytes(info.uri)
-    try:
-        meta = probe_image(data, info.uri)
-    except InvalidImageError as exc:
-        return RejectedImage(
-            info.uri, uris.stem(info.key), info.etag, len(data), "decode", exc.problem
-        )
-    return {
-        "image_id": uris.stem(info.key),
-        "image_data": data,
-        "source_uri": info.uri,
-        "source_etag": info.etag,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size_bytes": len(data),
-        "format": meta.format,
-        "width": meta.width,
-        "height": meta.height,
-    }
-
-
-def iter_image_batches(
-    store: ObjectStore,
-    to_fetch: list[ObjectInfo],
-    options: ImageIngestOptions,
-    progress: Progress,
-    rejected: list[RejectedImage],
-    written_ids: list[str],
-) -> Iterator[pa.RecordBatch]:
-    """Download and validate ``to_fetch`` in parallel and yield bounded record batches.
-
-    Objects that are not decodable images are appended to ``rejected`` (or raise, with
-    ``on_bad_input="fail"``); the ids of the rows yielded are appended to ``written_ids``.
-
-    Yields:
-        Record batches of :data:`IMAGE_SCHEMA`, each bounded by rows and bytes.
-    """
-    rows: list[dict[str, object]] = []
-    pending_bytes = 0
-    for row in bounded_parallel_map(
-        lambda info: _fetch(store, info), to_fetch, workers=options.workers
-    ):
-        if isinstance(row, RejectedImage):
-            if options.on_bad_input == "fail":
-                raise InvalidImageError(row.source_uri, row.reason)
-            log.warning("quarantined %s: %s", row.source_uri, row.reason)
-            rejected.append(row)
-            progress.update(1, row.size_bytes)
-            continue
-        size = int(row["size_bytes"])  # type: ignore[call-overload]
-        written_ids.append(str(row["image_id"]))
-        rows.append(row)
-        pending_bytes += size
-        progress.update(1, size)
-        if len(rows) >= options.batch_rows or pending_bytes >= options.batch_bytes:
-            yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
-            rows, pending_bytes = [], 0
-    if rows:
-        yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
+    tasks: int = 0
 
 
 def _existing_images(
@@ -164,6 +132,7 @@ def ingest_images(
     *,
     rejects_uri: str | None = None,
     record_rejects: bool = True,
+    spark: Any = None,
 ) -> ImageIngestReport:
     """Bring the Lance dataset at ``dataset_uri`` up to date with the images under ``images_uri``.
 
@@ -184,6 +153,8 @@ def ingest_images(
         record_rejects: Rewrite ``rejects_uri`` with this run's rejections. False only
             reads it (earlier rejections of unchanged objects are still not downloaded
             again): for a run that materializes ``image_lance`` without its quarantine.
+        spark: A SparkSession, or a function returning one (called only if the run
+            downloads on Spark, see ``options.engine``).
 
     Returns:
         An :class:`ImageIngestReport`; the new version is a candidate until it is published.
@@ -207,40 +178,79 @@ def ingest_images(
         len(plan.rejected),
         "full rebuild" if rebuild else f"merging into published version {base}",
     )
-    progress = Progress(log, "images")
-    rejected = list(plan.rejected)
-    written: list[str] = []
-    batches = iter_image_batches(store, plan.to_fetch, options, progress, rejected, written)
     rejects_out = rejects_uri if record_rejects else None
     layout = dataclasses.replace(IMAGES_LAYOUT, rows_per_fragment=options.max_rows_per_file)
-    result = commit_changes(
-        _non_empty_rebuild(batches, rebuild, plan, images_uri, rejected, store, rejects_out),
-        uri=dataset_uri,
-        storage=storage,
-        schema=IMAGE_SCHEMA,
-        layout=layout,
-        rebuild=rebuild,
-        delete_keys=plan.missing if (options.delete_missing and not rebuild) else [],
-        message=f"ingest images from {images_uri} (full rebuild)",
-    )
-    progress.done()
+    delete_keys = plan.missing if (options.delete_missing and not rebuild) else []
+    started = time.perf_counter()
+    if options.use_spark(spark, len(plan.to_fetch)):
+        session = spark() if callable(spark) else spark
+        replaced = {uris.stem(o.key) for o in plan.to_fetch} & set(existing or {})
+        out = ingest_on_spark(
+            session,
+            store,
+            plan.to_fetch,
+            uri=dataset_uri,
+            layout=layout,
+            options=options,
+            rebuild=rebuild,
+            replaced=replaced,
+            delete_keys=delete_keys,
+        )
+    else:
+        out = _write_local(store, plan, options, dataset_uri, layout, rebuild, delete_keys)
+    rejected = [*plan.rejected, *out.rejected]
+    if rebuild and not out.written_ids:
+        _save_rejects(store, rejects_out, rejected)
+        _no_valid_image(plan, images_uri, rejected)
     _save_rejects(store, rejects_out, rejected)
     return ImageIngestReport(
         summary=lance_io.summarize(lance_io.open_dataset(dataset_uri, storage), dataset_uri),
-        committed=result.committed,
+        committed=out.committed.committed,
         full_rebuild=rebuild,
         base_version=base,
-        inserted=result.stats.inserted,
-        updated=result.stats.updated,
+        inserted=out.committed.stats.inserted,
+        updated=out.committed.stats.updated,
         unchanged=plan.unchanged,
-        deleted=result.stats.deleted,
+        deleted=out.committed.stats.deleted,
         missing_from_source=0 if options.delete_missing else len(plan.missing),
         rejected=rejected,
-        written_ids=written,
-        seconds=progress.seconds,
-        objects=progress.count,
-        bytes=progress.nbytes,
+        written_ids=out.written_ids,
+        seconds=time.perf_counter() - started,
+        objects=out.objects,
+        bytes=out.bytes,
+        tasks=out.tasks,
     )
+
+
+def _write_local(
+    store: ObjectStore,
+    plan: ImagePlan,
+    options: ImageIngestOptions,
+    dataset_uri: str,
+    layout: Any,
+    rebuild: bool,
+    delete_keys: list[str],
+) -> ImageWrite:
+    """Download with this process's thread pool and merge (or overwrite) in one commit."""
+    progress = Progress(log, "images")
+    rejected: list[RejectedImage] = []
+    written: list[str] = []
+    batches = iter_image_batches(store, plan.to_fetch, options, progress, rejected, written)
+    first = next(batches, None)
+    if rebuild and first is None:  # nothing valid: the caller raises, nothing is written
+        return ImageWrite(Committed(False, lance_io.MergeStats(0, 0, 0)), rejected, [], 0, 0)
+    result = commit_changes(
+        itertools.chain([first] if first is not None else [], batches),
+        uri=dataset_uri,
+        storage=store.storage_options(dataset_uri),
+        schema=IMAGE_SCHEMA,
+        layout=layout,
+        rebuild=rebuild,
+        delete_keys=delete_keys,
+        message=f"ingest images into {dataset_uri} (full rebuild)",
+    )
+    progress.done()
+    return ImageWrite(result, rejected, written, progress.count, progress.nbytes)
 
 
 def quarantine_images(
@@ -313,31 +323,13 @@ def _plan(
     return plan
 
 
-def _non_empty_rebuild(
-    batches: Iterator[pa.RecordBatch],
-    rebuild: bool,
-    plan: ImagePlan,
-    images_uri: str,
-    rejected: list[RejectedImage],
-    store: ObjectStore,
-    rejects_uri: str | None,
-) -> Iterator[pa.RecordBatch]:
-    """``batches``, but a rebuild with no valid image raises instead of writing no table.
-
-    A table of only rejects is an error, not an empty table; the rejections are saved
-    first, so the quarantine says why.
-    """
-    produced = False
-    for batch in batches:
-        produced = True
-        yield batch
-    if rebuild and not produced:
-        _save_rejects(store, rejects_uri, rejected)
-        first = rejected[0]
-        raise SourceNotFoundError(
-            f"none of the {plan.listed} objects under images_uri={images_uri!r} is a valid "
-            f"image; {len(rejected)} rejected (first: {first.source_uri!r}: {first.reason})"
-        )
+def _no_valid_image(plan: ImagePlan, images_uri: str, rejected: list[RejectedImage]) -> None:
+    """A table of only rejects is an error, not an empty table (the rejections are saved)."""
+    first = rejected[0]
+    raise SourceNotFoundError(
+        f"none of the {plan.listed} objects under images_uri={images_uri!r} is a valid "
+        f"image; {len(rejected)} rejected (first: {first.source_uri!r}: {first.reason})"
+    )
 
 
 def _save_rejects(
