@@ -14,7 +14,9 @@ Sections (each measures ours against the alternative in the same run):
 * ``join``: our id-only join vs the seed's three joins that carry image bytes;
 * ``loader``: ``VLMDataset`` + ``DataLoader`` vs the machine's decode+resize limit;
 * ``ingest``: S3 (moto server on 127.0.0.1) into ``image_lance`` vs parallel boto3;
-* ``growth``: a full materialization at N/20, N/2 and 5N/2 images: time and peak memory.
+* ``growth``: a full materialization at N/20, N/2 and 5N/2 images: time and peak memory;
+* ``scale`` (only with ``--only scale``): the sensor tick and the ingest plan as the lake
+  grows (:mod:`benchmarks.scale`).
 
 Generated data is cached under ``--cache`` (default ``~/.cache/vlm-lake-bench``); the
 run's scratch files go to a temporary folder that is removed at the end.
@@ -35,7 +37,9 @@ from pathlib import Path
 
 from benchmarks.common import Context, Row, markdown
 
-SECTIONS = ("access", "layout", "join", "loader", "ingest", "growth")
+SECTIONS = ("access", "layout", "join", "loader", "ingest", "growth", "scale")
+#: What runs without --only (``scale`` is run on its own: --only scale).
+DEFAULT_SECTIONS = SECTIONS[:-1]
 log = logging.getLogger("benchmarks")
 
 
@@ -45,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=20000, help="photos (20000); documents: n/2")
     parser.add_argument("--out", default=None, help="write the rows as JSON to this file")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}"
+        "--only",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated sections of {SECTIONS} (default: all but scale)",
     )
     parser.add_argument(
         "--cache",
