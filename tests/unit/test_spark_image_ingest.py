@@ -136,3 +136,63 @@ def test_auto_uses_spark_only_from_the_threshold_and_spark_needs_a_session() -> 
         ImageIngestOptions(engine="spark").use_spark(None, 1)
     with pytest.raises(ValueError, match=r"engine='ray' is not allowed; expected one of"):
         ImageIngestOptions(engine="ray")
+
+
+def _report_facts(report: Any) -> tuple:
+    return (
+        report.inserted,
+        report.updated,
+        report.unchanged,
+        report.deleted,
+        report.missing_from_source,
+        sorted(report.written_ids),
+        sorted((r.stage, r.source_uri, r.image_id, r.etag) for r in report.rejected),
+    )
+
+
+def test_a_large_listing_is_planned_on_spark_with_the_same_result(
+    spark: Any, tmp_path: Path, local_store: ObjectStore
+) -> None:
+    """Listing staged to Lance and diffed on Spark = the driver's dict-based plan."""
+    raw = tmp_path / "raw"
+    _source(raw)
+    (raw / "sub").mkdir()
+    (raw / "sub" / "p01.png").write_bytes(photo_variant(201, fmt="PNG"))  # duplicate stem
+    from vlm_lake.tables import publish
+
+    results = {}
+    for name, options in {
+        "driver": ImageIngestOptions(engine="local"),
+        "spark": _spark_options(plan_on_spark_from=3, delete_missing=True),
+    }.items():
+        if name == "driver":
+            options = ImageIngestOptions(engine="local", delete_missing=True)
+        uri, rejects = str(tmp_path / f"{name}.lance"), str(tmp_path / f"{name}-rej.lance")
+        raw_copy = tmp_path / f"raw-{name}"
+        import shutil
+
+        shutil.copytree(raw, raw_copy)
+        first = ingest_images(
+            local_store, str(raw_copy), uri, options, rejects_uri=rejects, spark=spark
+        )
+        publish.publish(uri, first.summary.version)
+        (raw_copy / "p02.jpg").write_bytes(photo_variant(202))  # changed
+        (raw_copy / "p05.jpg").unlink()  # gone
+        (raw_copy / "p60.jpg").write_bytes(photo_variant(260))  # new
+        second = ingest_images(
+            local_store, str(raw_copy), uri, options, rejects_uri=rejects, spark=spark
+        )
+        results[name] = (first, second, _rows(uri))
+    driver, on_spark = results["driver"], results["spark"]
+    assert on_spark[0].tasks >= 1 and driver[0].tasks == 0
+    for i in (0, 1):
+        facts_driver = _report_facts(driver[i])
+        facts_spark = _report_facts(on_spark[i])
+        assert facts_spark[:6] == facts_driver[:6]
+        strip = lambda facts: [(s, Path(u).name, i, e) for s, u, i, e in facts[6]]  # noqa: E731
+        assert strip(facts_spark) == strip(facts_driver)
+    assert [r["image_id"] for r in on_spark[2]] == [r["image_id"] for r in driver[2]]
+    assert [r["image_data"] for r in on_spark[2]] == [r["image_data"] for r in driver[2]]
+    second = on_spark[1]
+    assert (second.inserted, second.updated, second.deleted) == (1, 1, 1)
+    assert {r.stage for r in second.rejected} == {"listing", "decode", "duplicate"}

@@ -85,6 +85,21 @@ class FetchImagesTask(FragmentTask):
         )
 
 
+def _plan_frame(spark: Any, to_fetch: list[ObjectInfo] | Any) -> Any:
+    """The downloads as a DataFrame of :data:`PLAN_SCHEMA` (positions in key order)."""
+    if isinstance(to_fetch, list):
+        rows = [
+            {"position": i, "uri": o.uri, "key": o.key, "size": o.size, "etag": o.etag}
+            for i, o in enumerate(to_fetch)
+        ]
+        return spark.createDataFrame(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA))
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    position = F.row_number().over(Window.orderBy("key")) - 1
+    return to_fetch.withColumn("position", position.cast("long")).select(*PLAN_SCHEMA.names)
+
+
 @dataclass(frozen=True)
 class ImageWrite:
     """What an ingest's write phase did (either path).
@@ -109,8 +124,9 @@ class ImageWrite:
 def ingest_on_spark(
     spark: Any,
     store: ObjectStore,
-    to_fetch: list[ObjectInfo],
+    to_fetch: list[ObjectInfo] | Any,
     *,
+    downloads: int,
     uri: str,
     layout: TableLayout,
     options: Any,
@@ -125,7 +141,9 @@ def ingest_on_spark(
     Args:
         spark: The SparkSession.
         store: The driver's object store (its settings travel to the tasks).
-        to_fetch: The objects to download, in plan order.
+        to_fetch: The objects to download, in plan order: a list, or a DataFrame of
+            ``uri, key, size, etag`` (a plan made on Spark).
+        downloads: How many objects ``to_fetch`` holds.
         uri: ``images.lance``.
         layout: The table's layout (key, rows per file, compaction).
         options: The ingest's :class:`~vlm_lake.ingest.images.ImageIngestOptions`.
@@ -137,21 +155,14 @@ def ingest_on_spark(
         RuntimeError: The tasks wrote another number of rows than they accepted.
     """
     storage = store.storage_options(uri)
-    tasks = max(1, min(len(to_fetch), math.ceil(len(to_fetch) / options.objects_per_task)))
-    table = pa.Table.from_pylist(
-        [
-            {"position": i, "uri": o.uri, "key": o.key, "size": o.size, "etag": o.etag}
-            for i, o in enumerate(to_fetch)
-        ],
-        schema=PLAN_SCHEMA,
-    )
+    tasks = max(1, min(downloads, math.ceil(downloads / options.objects_per_task)))
     task = FetchImagesTask(
         settings=store.settings,
         options=options,
         sink=FragmentSink(uri, IMAGE_SCHEMA, storage, layout.rows_per_fragment),
     )
-    log.info("images: %d objects to download in %d Spark tasks", len(to_fetch), tasks)
-    df = spark.createDataFrame(table).repartitionByRange(tasks, "position")
+    log.info("images: %d objects to download in %d Spark tasks", downloads, tasks)
+    df = _plan_frame(spark, to_fetch).repartitionByRange(tasks, "position")
     written = run_fragment_job(df, task)
     rejected = [RejectedImage(**r) for s in written.stats for r in s["rejected"]]
     ids = [i for s in written.stats for i in s["written"]]

@@ -18,18 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlm_lake.errors import SourceNotFoundError
-from vlm_lake.imaging.decode import IMAGE_SUFFIXES
 from vlm_lake.ingest.changes import Committed, IngestReport, commit_changes
 from vlm_lake.ingest.image_fetch import iter_image_batches
-from vlm_lake.ingest.image_plan import ImagePlan, plan_image_ingest
+from vlm_lake.ingest.image_plan import ImagePlan, plan_images
 from vlm_lake.ingest.image_tasks import ImageWrite, ingest_on_spark
 from vlm_lake.ingest.quarantine import (
     RejectedImage,
     check_on_bad_input,
-    read_rejected_images,
     write_rejections,
 )
-from vlm_lake.store import uris
+from vlm_lake.ingest.spark_plan import SparkPlan
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables import lance_io, publish
 from vlm_lake.tables.contracts import IMAGE_SCHEMA, REJECTED_IMAGES_SCHEMA
@@ -61,6 +59,8 @@ class ImageIngestOptions:
         spark_min_objects: Downloads from which ``auto`` uses Spark (below, starting the
             job costs more than it saves; docs/benchmarks.md).
         objects_per_task: Objects per Spark task (fewer tasks: fewer, larger fragments).
+        plan_on_spark_from: Listed keys from which the plan is a Spark join over a staged
+            listing instead of a dict on the driver (unless ``engine="local"``).
     """
 
     workers: int = 16
@@ -73,6 +73,7 @@ class ImageIngestOptions:
     engine: str = "auto"
     spark_min_objects: int = 5000
     objects_per_task: int = 2000
+    plan_on_spark_from: int = 200_000
 
     def __post_init__(self) -> None:
         check_on_bad_input(self.on_bad_input)
@@ -107,21 +108,6 @@ class ImageIngestReport(IngestReport):
     objects: int = 0
     bytes: int = 0
     tasks: int = 0
-
-
-def _existing_images(
-    dataset_uri: str, storage: dict[str, str], version: int
-) -> dict[str, tuple[str, str]] | None:
-    """``image_id -> (source_uri, source_etag)`` of one version; None if its schema is old."""
-    ds = lance_io.open_dataset(dataset_uri, storage, version)
-    if not ds.schema.equals(IMAGE_SCHEMA):
-        log.warning(
-            "%s version %d has a different schema than this code writes; rebuilding it",
-            dataset_uri,
-            version,
-        )
-        return None
-    return lance_io.column_map(ds, "image_id", "source_uri", "source_etag")
 
 
 def ingest_images(
@@ -166,14 +152,15 @@ def ingest_images(
     """
     options = options or ImageIngestOptions()
     storage = store.storage_options(dataset_uri)
-    base, existing = _published_state(dataset_uri, storage, options.full_rebuild)
-    plan = _plan(store, images_uri, existing, options, rejects_uri)
-    rebuild = existing is None
+    base, rebuild = _published_base(dataset_uri, storage, options.full_rebuild)
+    plan = plan_images(
+        store, images_uri, dataset_uri, None if rebuild else base, options, rejects_uri, spark
+    )
     log.info(
         "images: %d listed under %s, %d to download, %d unchanged, %d rejected so far, %s",
         plan.listed,
         images_uri,
-        len(plan.to_fetch),
+        plan.downloads,
         plan.unchanged,
         len(plan.rejected),
         "full rebuild" if rebuild else f"merging into published version {base}",
@@ -182,18 +169,18 @@ def ingest_images(
     layout = dataclasses.replace(IMAGES_LAYOUT, rows_per_fragment=options.max_rows_per_file)
     delete_keys = plan.missing if (options.delete_missing and not rebuild) else []
     started = time.perf_counter()
-    if options.use_spark(spark, len(plan.to_fetch)):
+    if isinstance(plan, SparkPlan) or options.use_spark(spark, plan.downloads):
         session = spark() if callable(spark) else spark
-        replaced = {uris.stem(o.key) for o in plan.to_fetch} & set(existing or {})
         out = ingest_on_spark(
             session,
             store,
             plan.to_fetch,
+            downloads=plan.downloads,
             uri=dataset_uri,
             layout=layout,
             options=options,
             rebuild=rebuild,
-            replaced=replaced,
+            replaced=plan.replaced,
             delete_keys=delete_keys,
         )
     else:
@@ -278,8 +265,9 @@ def quarantine_images(
     options = options or ImageIngestOptions()
     storage = store.storage_options(dataset_uri)
     pub = None if options.full_rebuild else publish.published(dataset_uri, storage)
-    existing = _existing_images(dataset_uri, storage, pub.version) if pub else None
-    plan = _plan(store, images_uri, existing, options, rejects_uri)
+    version = pub.version if pub else None
+    plan = plan_images(store, images_uri, dataset_uri, version, options, rejects_uri)
+    assert isinstance(plan, ImagePlan)  # without a Spark session the plan is made here
     rejected = list(plan.rejected)
     progress = Progress(log, "images checked")
     for _ in iter_image_batches(store, plan.to_fetch, options, progress, rejected, []):
@@ -289,38 +277,25 @@ def quarantine_images(
     return rejected
 
 
-def _published_state(
+def _published_base(
     dataset_uri: str, storage: dict[str, str], full_rebuild: bool
-) -> tuple[int | None, dict[str, tuple[str, str]] | None]:
-    """The published version to merge into and its ``image_id -> (uri, etag)``.
+) -> tuple[int | None, bool]:
+    """The published version to merge into, and whether this run rebuilds instead.
 
-    ``(None, None)`` or ``(version, None)`` mean a full rebuild: nothing published, a
-    rebuild was asked for, or the published schema is older than this code's.
+    A rebuild: nothing published, a rebuild was asked for, or the published schema is
+    older than this code's. Only the version's metadata is read here.
     """
     base = None if full_rebuild else publish.discard_unpublished(dataset_uri, storage)
     if base is None:
-        return None, None
-    return base, _existing_images(dataset_uri, storage, base)
-
-
-def _plan(
-    store: ObjectStore,
-    images_uri: str,
-    existing: dict[str, tuple[str, str]] | None,
-    options: ImageIngestOptions,
-    rejects_uri: str | None,
-) -> ImagePlan:
-    """Plan from the listing, with the previous rejections; an empty source is an error."""
-    storage = store.storage_options(rejects_uri) if rejects_uri else {}
-    previous = read_rejected_images(rejects_uri, storage) if rejects_uri else []
-    strict = options.on_bad_input == "fail"
-    plan = plan_image_ingest(store, images_uri, existing or {}, previous, strict=strict)
-    if plan.listed == 0:
-        raise SourceNotFoundError(
-            f"no objects under images_uri={images_uri!r}; expected image files ending in "
-            f"{', '.join(IMAGE_SUFFIXES)}"
+        return None, True
+    if not lance_io.open_dataset(dataset_uri, storage, base).schema.equals(IMAGE_SCHEMA):
+        log.warning(
+            "%s version %d has a different schema than this code writes; rebuilding it",
+            dataset_uri,
+            base,
         )
-    return plan
+        return base, True
+    return base, False
 
 
 def _no_valid_image(plan: ImagePlan, images_uri: str, rejected: list[RejectedImage]) -> None:
