@@ -150,6 +150,7 @@ def _spark_planning_peak_bytes(ctx: Context, count: int) -> int:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert plan.downloads == count
+    plan.release()
     log.info("staged listing + Spark plan over %d keys: peak %.1f MB", count, peak / 1e6)
     return peak
 

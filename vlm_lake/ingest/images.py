@@ -171,7 +171,8 @@ def ingest_images(
     started = time.perf_counter()
     if isinstance(plan, SparkPlan) or options.use_spark(spark, plan.downloads):
         session = spark() if callable(spark) else spark
-        out = ingest_on_spark(
+        out = _ingest_on_spark_then_release(
+            plan,
             session,
             store,
             plan.to_fetch,
@@ -207,6 +208,17 @@ def ingest_images(
         bytes=out.bytes,
         tasks=out.tasks,
     )
+
+
+def _ingest_on_spark_then_release(
+    plan: ImagePlan | SparkPlan, *args: Any, **kwargs: Any
+) -> ImageWrite:
+    """:func:`ingest_on_spark`, then free what a Spark plan cached, whatever happened."""
+    try:
+        return ingest_on_spark(*args, **kwargs)
+    finally:
+        if isinstance(plan, SparkPlan):
+            plan.release()
 
 
 def _write_local(

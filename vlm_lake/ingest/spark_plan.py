@@ -92,6 +92,12 @@ class SparkPlan:
     replaced: set[str]
     missing: list[str]
     listed: int
+    cached: tuple[Any, ...] = ()
+
+    def release(self) -> None:
+        """Drop the plan's cached DataFrames from the executors (after the download job)."""
+        for frame in self.cached:
+            frame.unpersist()
 
 
 def plan_on_spark(
@@ -176,6 +182,7 @@ def plan_on_spark(
         replaced,
         missing,
         int(listing.count()),
+        (ranked, flagged),
     )
 
 
