@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
@@ -88,3 +94,68 @@ def write_published(data: Any, uri: str, **kwargs: Any) -> Any:
     ds = lance.write_dataset(data, uri, **kwargs)
     publish.publish(uri, ds.version, kwargs.get("storage_options"))
     return ds
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class S3Request:
+    """One request line the moto server logged."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+
+
+@contextlib.contextmanager
+def recorded_s3_requests() -> Iterator[list[S3Request]]:
+    """Record every request the moto server handles (werkzeug logs each request line).
+
+    The session conftest keeps the ``werkzeug`` logger at WARNING; this lowers it to INFO
+    with a handler of its own for the duration of the block, then restores it.
+    """
+    logger = logging.getLogger("werkzeug")
+    requests: list[S3Request] = []
+
+    class _Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if not record.args or not isinstance(record.args, tuple):
+                return
+            line = _ANSI.sub("", str(record.args[0])).split()
+            if len(line) >= 2:
+                target = urlsplit(line[1])
+                requests.append(S3Request(line[0], target.path, parse_qs(target.query)))
+
+    handler = _Recorder(level=logging.INFO)
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # keep 5,000 request lines out of pytest's log capture
+    try:
+        yield requests
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def seed_objects(bucket: str, objects: Iterable[tuple[str, bytes]]) -> None:
+    """Store many objects in the test S3 server's own state, without one HTTP PUT each.
+
+    The moto server runs in this process and keeps its buckets in ``s3_backends``; storing
+    through the backend gives the same objects, sizes and ETags (MD5) as ``PutObject`` does,
+    in about 0.1 ms each instead of 6 ms (the single-process server, not the client, is the
+    bottleneck of HTTP uploads). Listing and everything under test still go over HTTP.
+    """
+    from moto.s3.models import s3_backends
+
+    backends = [
+        backend
+        for by_partition in s3_backends.values()
+        for backend in by_partition.values()
+        if bucket in backend.buckets
+    ]
+    assert len(backends) == 1, f"bucket {bucket!r} not found in the moto server's state"
+    for key, data in objects:
+        backends[0].put_object(bucket, key, data)

@@ -21,6 +21,7 @@ from vlm_lake.ingest.quarantine import RejectedImage, read_rejected_images
 from vlm_lake.ingest.spark_plan import SparkPlan, plan_on_spark, stage_listing
 from vlm_lake.store import uris
 from vlm_lake.store.object_store import ObjectInfo, ObjectStore
+from vlm_lake.store.parallel_listing import list_parallel
 from vlm_lake.tables import lance_io
 from vlm_lake.tables.contracts import IMAGE_SCHEMA
 
@@ -158,9 +159,10 @@ def plan_images(
     head = list(itertools.islice(listing, options.plan_on_spark_from))
     large = len(head) == options.plan_on_spark_from and options.engine != "local"
     if large and spark is not None and not strict:
-        plan = _plan_large(
-            store, itertools.chain(head, listing), dataset_uri, base, previous, spark
-        )
+        del head  # listed again, in parallel streams, straight into the staging table
+        log.info("images: more than %d keys; listing in parallel", options.plan_on_spark_from)
+        parallel = list_parallel(store, images_uri, workers=options.list_workers)
+        plan = _plan_large(store, parallel, dataset_uri, base, previous, spark)
     else:
         table_storage = store.storage_options(dataset_uri)
         existing = _existing_images(dataset_uri, table_storage, base) if base is not None else {}

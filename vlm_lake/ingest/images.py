@@ -61,6 +61,8 @@ class ImageIngestOptions:
         objects_per_task: Objects per Spark task (fewer tasks: fewer, larger fragments).
         plan_on_spark_from: Listed keys from which the plan is a Spark join over a staged
             listing instead of a dict on the driver (unless ``engine="local"``).
+        list_workers: LIST streams at once when such a listing is read (one per
+            sub-prefix, :mod:`vlm_lake.store.parallel_listing`).
     """
 
     workers: int = 16
@@ -74,6 +76,7 @@ class ImageIngestOptions:
     spark_min_objects: int = 5000
     objects_per_task: int = 2000
     plan_on_spark_from: int = 200_000
+    list_workers: int = 8
 
     def __post_init__(self) -> None:
         check_on_bad_input(self.on_bad_input)
