@@ -194,8 +194,23 @@ def ingest_images(
         _save_rejects(store, rejects_out, rejected)
         _no_valid_image(plan, images_uri, rejected)
     _save_rejects(store, rejects_out, rejected)
+    summary = lance_io.summarize(lance_io.open_dataset(dataset_uri, storage), dataset_uri)
+    return _report(summary, plan, out, rejected, base, rebuild, options, started)
+
+
+def _report(
+    summary: lance_io.DatasetSummary,
+    plan: ImagePlan | SparkPlan,
+    out: ImageWrite,
+    rejected: list[RejectedImage],
+    base: int | None,
+    rebuild: bool,
+    options: ImageIngestOptions,
+    started: float,
+) -> ImageIngestReport:
+    """The run's report: the plan's counts and what the write phase did."""
     return ImageIngestReport(
-        summary=lance_io.summarize(lance_io.open_dataset(dataset_uri, storage), dataset_uri),
+        summary=summary,
         committed=out.committed.committed,
         full_rebuild=rebuild,
         base_version=base,
