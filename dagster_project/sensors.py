@@ -89,7 +89,6 @@ def downstream_selection(
 class _Tick:
     """What one tick found: events from the queue, rounds the sweep completed."""
 
-    previous: UploadsCursor | None
     cursor: UploadsCursor
     uris: dict[str, str] = field(default_factory=dict)
     events: dict[str, list[UploadEvent]] = field(default_factory=dict)
@@ -97,6 +96,7 @@ class _Tick:
     receipts: list[str] = field(default_factory=list)
     list_calls: int = 0
     notes: list[str] = field(default_factory=list)
+    keep_messages: bool = False
 
     def changed(self) -> list[UploadSource]:
         """Sources with new events, or whose completed round differs from the last one.
@@ -192,7 +192,7 @@ def evaluate_uploads(
     previous = UploadsCursor.parse(context.cursor)
     deadline = time.monotonic() + upload_events.tick_budget_seconds
     uris = {IMAGES.name: lake.raw_images_uri, TEXTS.name: lake.raw_texts_uri}
-    tick = _Tick(previous, previous or UploadsCursor(0, {}), uris)
+    tick = _Tick(previous or UploadsCursor(0, {}), uris)
     queue = upload_events.queue(object_store.settings())
     if queue is not None:
         _receive(tick, queue, upload_events, deadline)
@@ -203,7 +203,7 @@ def evaluate_uploads(
         if queue is not None:
             tick.cursor = replace(tick.cursor, last_sweep=now)
     result = _decide(context, tick)
-    if queue is not None and tick.receipts:
+    if queue is not None and tick.receipts and not tick.keep_messages:
         queue.delete(tick.receipts)  # after the decision: a failed tick leaves them queued
     return result
 
@@ -215,8 +215,9 @@ def _decide(context: SensorEvaluationContext, tick: _Tick) -> SensorResult:
     empty = [s for s in SOURCES if s.name in tick.rounds and tick.rounds[s.name].is_empty]
     if empty:
         missing = ", ".join(f"{s.env_var}={tick.rounds[s.name].uri}" for s in empty)
-        # The cursor stays as it was: whatever changed meanwhile is picked up once the
-        # source has objects again.
+        # The cursor stays as it was, and the queue keeps its messages: whatever changed
+        # meanwhile is picked up once the source has objects again.
+        tick.keep_messages = True
         return SensorResult(
             skip_reason=f"no objects at {missing} (missing or empty); the pipeline needs both "
             f"sources, waiting for uploads. Checked {checked}",

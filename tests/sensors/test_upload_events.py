@@ -133,6 +133,19 @@ def test_a_lost_event_is_caught_by_the_sweep(
     assert evaluate(swept.cursor, due).run_requests == []  # the next round is the same
 
 
+def test_an_empty_source_skips_and_leaves_the_messages_queued(
+    s3_store, bucket, queue_url, object_store_resource, s3_settings
+) -> None:
+    put(s3_store.client, bucket, TEXTS_KEY, b'[{"docid": "d1", "text": "t"}]')  # no images
+    resources = _resources(bucket, object_store_resource, queue_url, sweep_every=0)
+    result = evaluate(None, resources)
+    assert result.run_requests == [] and "no objects at RAW_IMAGES_URI" in result.skip_message
+    attributes = s3_settings.boto3_client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # read, not deleted
+
+
 def test_a_tick_over_20000_objects_makes_no_list_call_with_the_queue(
     s3_store, bucket, object_store_resource, s3_settings
 ) -> None:
