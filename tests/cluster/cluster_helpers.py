@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lance
 import numpy as np
@@ -101,7 +102,11 @@ def _names(procs: list[psutil.Process]) -> set[str]:
 
 
 def materialize_all(
-    env: dict[str, str], cwd: Path, watch: Iterable[int] = (), timeout_s: float = 400
+    env: dict[str, str],
+    cwd: Path,
+    watch: Iterable[int] = (),
+    timeout_s: float = 400,
+    config: dict[str, Any] | None = None,
 ) -> RunResult:
     """``dagster asset materialize --select '*'``, watched until it exits.
 
@@ -110,6 +115,7 @@ def materialize_all(
         cwd: Where it runs; its output goes to ``cwd/dagster-cli.log``.
         watch: Server pids whose (and whose children's) listening sockets are recorded too.
         timeout_s: Seconds the run may take.
+        config: Run config (``--config-json``), e.g. the image ingest's ``engine``.
 
     Raises:
         AssertionError: The CLI failed or ran past ``timeout_s`` (with its output's tail).
@@ -123,6 +129,8 @@ def materialize_all(
         "--select",
         "*",
     ]
+    if config is not None:
+        args += ["--config-json", json.dumps(config)]
     log_path = cwd / "dagster-cli.log"
     watched = tuple(watch)
     listening: set[str] = set()

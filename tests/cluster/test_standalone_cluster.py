@@ -39,12 +39,20 @@ def _completed_app(cluster, name: str, timeout_s: float = 60.0) -> dict:
 def test_pipeline_on_standalone_cluster(standalone_cluster, dagster_home, tmp_path):
     lake = tmp_path / "lake"
     env = pipeline_env(dagster_home, lake, SPARK_MASTER=standalone_cluster.master_url)
-    run = materialize_all(env, tmp_path, watch=[p.pid for p in standalone_cluster.processes])
+    # The image ingest on Spark (engine=spark): its downloads and fragment writes are tasks.
+    spark_ingest = {"ops": {"ingest_images": {"config": {"engine": "spark"}}}}
+    run = materialize_all(
+        env, tmp_path, watch=[p.pid for p in standalone_cluster.processes], config=spark_ingest
+    )
     log.info("pipeline on the standalone cluster took %.1f s", run.seconds)
 
     assert f"starting Spark session on {standalone_cluster.master_url}" in run.output
     assert re.search(r"broadcasting [\d.]+ MB of ResNet-50 weights", run.output)  # classic mode
     assert "training_json - wrote 4 records with 8 images" in run.output
+    assert "images: 4 objects to download in 1 Spark tasks" in run.output
+    assert re.search(
+        r"image_lance: 4 downloaded \([\d.]+ MB\) in [\d.]+s by 1 Spark tasks", run.output
+    )
     assert_lake_outputs(lake)
     # The driver, the master, the workers, the executors and all their Python workers.
     assert_loopback_only(run.listening)
@@ -57,7 +65,8 @@ def test_pipeline_on_standalone_cluster(standalone_cluster, dagster_home, tmp_pa
     log.info("the master's record of the run: %s", app)
 
     # Each worker ran an executor of that application, and the executors ran the tasks:
-    # the Spark join (Lance data source reads) and the feature extraction.
+    # the image ingest's downloads, the Spark join (Lance data source reads) and the feature
+    # extraction (the driver of a standalone cluster runs no task itself).
     finished = {}
     for work_dir in standalone_cluster.work_dirs:
         executors = list((work_dir / app["id"]).iterdir())
