@@ -159,3 +159,23 @@ def seed_objects(bucket: str, objects: Iterable[tuple[str, bytes]]) -> None:
     assert len(backends) == 1, f"bucket {bucket!r} not found in the moto server's state"
     for key, data in objects:
         backends[0].put_object(bucket, key, data)
+
+
+def seed_layout_resources(
+    bucket: str, object_store: Any, upload_events: Any = None
+) -> dict[str, Any]:
+    """Resources for the seed's layout in ``bucket`` (``upload_seed_example``).
+
+    The lake goes under ``lake/``; there is no event queue unless ``upload_events``.
+    """
+    from resources import LakeResource, UploadEventsResource
+
+    return {
+        "lake": LakeResource(
+            raw_images_uri=f"s3://{bucket}/lanceData/",
+            raw_texts_uri=f"s3://{bucket}/Lance/data/testdata.json",
+            lake_uri=f"s3://{bucket}/lake",
+        ),
+        "object_store": object_store,
+        "upload_events": upload_events or UploadEventsResource(),
+    }

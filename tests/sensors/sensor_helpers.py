@@ -8,27 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from helpers import S3Request, recorded_s3_requests, seed_objects  # noqa: F401  (shared)
+from helpers import (  # noqa: F401  (shared with the other tiers)
+    S3Request,
+    recorded_s3_requests,
+    seed_layout_resources,
+    seed_objects,
+)
 
 IMAGES_PREFIX = "lanceData/"
 TEXTS_KEY = "Lance/data/testdata.json"
-
-
-def seed_layout_resources(
-    bucket: str, object_store: Any, upload_events: Any = None
-) -> dict[str, Any]:
-    """The sensor's resources for the seed's layout in ``bucket`` (no queue by default)."""
-    from resources import LakeResource, UploadEventsResource
-
-    return {
-        "lake": LakeResource(
-            raw_images_uri=f"s3://{bucket}/{IMAGES_PREFIX}",
-            raw_texts_uri=f"s3://{bucket}/{TEXTS_KEY}",
-            lake_uri=f"s3://{bucket}/lake",
-        ),
-        "object_store": object_store,
-        "upload_events": upload_events or UploadEventsResource(),
-    }
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def test_spark_features_equal_the_plain_model_and_later_runs_are_incremental(
     assert first.tasks == 4 and first.task_slots == 2  # 12 images in units of <= 4, 2 slots
     assert 1 <= first.workers <= 2 and first.models_built <= first.workers
     assert first.task_slots * first.threads_per_task <= max(2, os.cpu_count() or 1)
-    assert (first.device, first.precision) == ("cpu", "fp32")
+    assert (first.device, first.precision) == ("cpu", SETTINGS.precision)  # pinned: fp32
     assert first.summary.num_rows == 12
     schema = lance.dataset(lake.features).schema
     assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in FEATURES_SCHEMA]

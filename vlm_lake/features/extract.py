@@ -365,20 +365,14 @@ class _Run:
 
 def _commit(where: _Where, plan: _Plan, written: WrittenFragments) -> Any:
     """One commit: overwrite for a full rebuild, else stale rows out and new rows in."""
-    out_uri, out_storage = where.out_uri, where.out_storage
-    if plan.full_rebuild:
-        return fragments.commit_fragments(
-            out_uri, FEATURES_SCHEMA, written.fragments, out_storage, mode="overwrite"
-        )
-    if written.fragments or plan.stale:
-        return fragments.replace_rows(
-            out_uri,
-            out_storage,
-            key="image_id",
-            remove=plan.stale,
-            fragments_json=written.fragments,
-        )
-    return lance_io.open_dataset(out_uri, out_storage)
+    return fragments.commit_job(
+        where.out_uri,
+        FEATURES_SCHEMA,
+        where.out_storage,
+        written.fragments,
+        key="image_id",
+        remove=None if plan.full_rebuild else plan.stale,
+    )
 
 
 def _run_on_spark(spark: Any, task: ExtractTask, progress_interval_s: float) -> WrittenFragments:

@@ -1,8 +1,8 @@
 """Image ingest on Spark: tasks download, check and write fragments; the driver commits once.
 
-The plan (what to download) is made on the driver as for the local path
-(:mod:`~vlm_lake.ingest.image_plan`). Its objects become a small DataFrame of
-``(position, uri, key, size, etag)`` rows in ``tasks`` partitions; each task downloads its
+The plan (what to download) is a list made on the driver, or a DataFrame when the plan ran
+on Spark (:mod:`~vlm_lake.ingest.image_plan`). Its objects become ``tasks`` key ranges of
+``(position, uri, key, size, etag)`` rows; each task downloads its
 objects with a bounded thread pool, checks and hashes them, and writes the good ones as
 uncommitted fragments of ``images.lance`` (:mod:`vlm_lake.spark.fragment_job`). Only the
 fragments' metadata, the ids written and the rejections come back. The driver checks the
@@ -26,6 +26,7 @@ import pyarrow as pa
 from vlm_lake.ingest.changes import Committed
 from vlm_lake.ingest.image_fetch import iter_image_batches
 from vlm_lake.ingest.quarantine import RejectedImage
+from vlm_lake.ingest.spark_plan import LISTING_SCHEMA
 from vlm_lake.spark.fragment_job import FragmentSink, FragmentTask, run_fragment_job
 from vlm_lake.store.object_store import ObjectInfo, ObjectStore
 from vlm_lake.store.settings import StoreSettings
@@ -36,16 +37,9 @@ from vlm_lake.util.progress import Progress
 
 log = logging.getLogger(__name__)
 
-#: The plan's rows as they travel to the tasks.
-PLAN_SCHEMA = pa.schema(
-    [
-        pa.field("position", pa.int64()),
-        pa.field("uri", pa.string()),
-        pa.field("key", pa.string()),
-        pa.field("size", pa.int64()),
-        pa.field("etag", pa.string()),
-    ]
-)
+#: The plan's rows as they travel to the tasks: the staged listing's columns, and an
+#: ordering position.
+PLAN_SCHEMA = pa.schema([pa.field("position", pa.int64()), *LISTING_SCHEMA])
 
 
 @dataclass
@@ -85,19 +79,20 @@ class FetchImagesTask(FragmentTask):
         )
 
 
-def _plan_frame(spark: Any, to_fetch: list[ObjectInfo] | Any) -> Any:
-    """The downloads as a DataFrame of :data:`PLAN_SCHEMA` (positions in key order)."""
-    if isinstance(to_fetch, list):
-        rows = [
-            {"position": i, "uri": o.uri, "key": o.key, "size": o.size, "etag": o.etag}
-            for i, o in enumerate(to_fetch)
-        ]
-        return spark.createDataFrame(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA))
-    from pyspark.sql import Window
+def _plan_frame(spark: Any, to_fetch: list[ObjectInfo] | Any, tasks: int) -> Any:
+    """The downloads as ``tasks`` key ranges of :data:`PLAN_SCHEMA` rows.
+
+    ``position`` grows with the key across partitions (``monotonically_increasing_id``
+    after a range partitioning): it orders the tasks' fragments without a global sort
+    through one partition.
+    """
     from pyspark.sql import functions as F
 
-    position = F.row_number().over(Window.orderBy("key")) - 1
-    return to_fetch.withColumn("position", position.cast("long")).select(*PLAN_SCHEMA.names)
+    if isinstance(to_fetch, list):
+        rows = [{"uri": o.uri, "key": o.key, "size": o.size, "etag": o.etag} for o in to_fetch]
+        to_fetch = spark.createDataFrame(pa.Table.from_pylist(rows, schema=LISTING_SCHEMA))
+    ranges = to_fetch.repartitionByRange(tasks, "key").sortWithinPartitions("key")
+    return ranges.withColumn("position", F.monotonically_increasing_id()).select(*PLAN_SCHEMA.names)
 
 
 @dataclass(frozen=True)
@@ -162,29 +157,20 @@ def ingest_on_spark(
         sink=FragmentSink(uri, IMAGE_SCHEMA, storage, layout.rows_per_fragment),
     )
     log.info("images: %d objects to download in %d Spark tasks", downloads, tasks)
-    df = _plan_frame(spark, to_fetch).repartitionByRange(tasks, "position")
+    df = _plan_frame(spark, to_fetch, tasks)
     written = run_fragment_job(df, task)
     rejected = [RejectedImage(**r) for s in written.stats for r in s["rejected"]]
     ids = [i for s in written.stats for i in s["written"]]
     written.check_rows(len(ids), "images the tasks accepted")
-    if rebuild:
-        if not ids:
-            nothing = Committed(False, lance_io.MergeStats(0, 0, 0))
-            return ImageWrite(nothing, rejected, ids, written.total("objects"), 0, tasks)
-        fragments.commit_fragments(uri, IMAGE_SCHEMA, written.fragments, storage, mode="overwrite")
-        stats = lance_io.MergeStats(len(ids), 0, 0)
-    elif ids or delete_keys:
-        updated = replaced & set(ids)
-        remove = updated | set(delete_keys)
-        fragments.replace_rows(
-            uri, storage, key="image_id", remove=remove, fragments_json=written.fragments
+    updated = set() if rebuild else replaced & set(ids)
+    stats = lance_io.MergeStats(len(ids) - len(updated), len(updated), len(delete_keys))
+    committed = Committed(bool(ids or delete_keys), stats)
+    if committed.committed:  # a rebuild with no valid image commits nothing (caller raises)
+        remove = None if rebuild else updated | set(delete_keys)
+        fragments.commit_job(
+            uri, IMAGE_SCHEMA, storage, written.fragments, key="image_id", remove=remove
         )
-        stats = lance_io.MergeStats(len(ids) - len(updated), len(updated), len(delete_keys))
-    else:
-        stats = None
-    if stats is not None:
         maintain(uri, storage, layout)
-    committed = Committed(stats is not None, stats or lance_io.MergeStats(0, 0, 0))
     return ImageWrite(
         committed, rejected, ids, written.total("objects"), written.total("bytes"), tasks
     )

@@ -13,6 +13,7 @@ same objects with the same content versions. State between calls is a few hundre
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -184,7 +185,6 @@ def sweep(
 
 def full_round(store: ObjectStore, uri: str, name: str = "uri") -> SourceRound:
     """A whole round in one call (tests, small sources): every page at ``uri``."""
-    step = sweep(store, uri, None, max_pages=1, deadline=0.0, name=name)
-    while step.completed is None:
-        step = sweep(store, uri, step.state, max_pages=1_000_000, deadline=float("inf"))
+    step = sweep(store, uri, None, max_pages=sys.maxsize, deadline=float("inf"), name=name)
+    assert step.completed is not None  # no page or time bound: the listing was exhausted
     return step.completed

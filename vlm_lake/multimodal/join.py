@@ -229,18 +229,13 @@ def _commit(
     join: _Join, written: WrittenFragments, affected: set[str] | None, removed: set[str]
 ) -> None:
     """One commit: overwrite, or (incremental) the affected rows' old versions out, new in."""
-    if affected is None:
-        schema = multimodal_schema(len(join.slots))
-        fragments.commit_fragments(
-            join.out_uri, schema, written.fragments, join.out_storage, mode="overwrite"
-        )
-        return
-    fragments.replace_rows(
+    fragments.commit_job(
         join.out_uri,
+        multimodal_schema(len(join.slots)),
         join.out_storage,
+        written.fragments,
         key="docid",
-        remove=affected | removed,
-        fragments_json=written.fragments,
+        remove=None if affected is None else affected | removed,
     )
 
 

@@ -64,6 +64,15 @@ class ListPage:
     truncated: bool
 
 
+def page_objects(bucket: str, contents: list[dict[str, Any]]) -> list[ObjectInfo]:
+    """The objects of one ``ListObjectsV2`` page's ``Contents`` (folder markers left out)."""
+    return [
+        ObjectInfo(f"s3://{bucket}/{o['Key']}", o["Key"], int(o["Size"]), o["ETag"].strip('"'))
+        for o in contents
+        if not o["Key"].endswith("/")
+    ]
+
+
 def _local_page(path: str, start_after: str, page_size: int) -> ListPage:
     """A page of a local folder's files in key order (the walk restarts at each page)."""
     p = Path(path)
@@ -163,13 +172,8 @@ class ObjectStore:
         except botocore_errors() as exc:
             raise_store_error(store_error("ListObjectsV2", uri, exc), exc)
         contents = page.get("Contents", [])
-        objects = [
-            ObjectInfo(f"s3://{bucket}/{o['Key']}", o["Key"], int(o["Size"]), o["ETag"].strip('"'))
-            for o in contents
-            if not o["Key"].endswith("/")
-        ]
         last = contents[-1]["Key"] if contents else start_after
-        return ListPage(objects, last, bool(page.get("IsTruncated")))
+        return ListPage(page_objects(bucket, contents), last, bool(page.get("IsTruncated")))
 
     def _list_local(self, path: str) -> Iterator[ObjectInfo]:
         p = Path(path)
@@ -196,15 +200,7 @@ class ObjectStore:
                 return
             except botocore_errors() as exc:
                 raise_store_error(store_error("ListObjectsV2", uri, exc), exc)
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/"):
-                    continue
-                yield ObjectInfo(
-                    f"s3://{bucket}/{obj['Key']}",
-                    obj["Key"],
-                    int(obj["Size"]),
-                    obj["ETag"].strip('"'),
-                )
+            yield from page_objects(bucket, page.get("Contents", []))
 
     def _head(self, bucket: str, key: str, uri: str) -> dict[str, Any] | None:
         try:

@@ -21,17 +21,9 @@ from typing import Any
 from vlm_lake.store import uris
 from vlm_lake.store.errors import botocore_errors, raise_store_error, store_error
 from vlm_lake.store.object_info import ObjectInfo
-from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.store.object_store import ObjectStore, page_objects
 
 _DONE = object()
-
-
-def _objects(bucket: str, contents: list[dict[str, Any]]) -> list[ObjectInfo]:
-    return [
-        ObjectInfo(f"s3://{bucket}/{o['Key']}", o["Key"], int(o["Size"]), o["ETag"].strip('"'))
-        for o in contents
-        if not o["Key"].endswith("/")
-    ]
 
 
 def list_parallel(store: ObjectStore, uri: str, *, workers: int = 8) -> Iterator[ObjectInfo]:
@@ -58,7 +50,7 @@ def list_parallel(store: ObjectStore, uri: str, *, workers: int = 8) -> Iterator
     subprefixes: list[str] = []
     try:
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            yield from _objects(bucket, page.get("Contents", []))
+            yield from page_objects(bucket, page.get("Contents", []))
             subprefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
     except botocore_errors() as exc:
         raise_store_error(store_error("ListObjectsV2", uri, exc), exc)
@@ -88,7 +80,7 @@ def _streams(
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 if stop.is_set():
                     return
-                put(_objects(bucket, page.get("Contents", [])))
+                put(page_objects(bucket, page.get("Contents", [])))
         except botocore_errors() as exc:
             put(store_error("ListObjectsV2", f"s3://{bucket}/{prefix}", exc))
             return

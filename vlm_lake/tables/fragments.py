@@ -148,3 +148,31 @@ def replace_rows(
     return lance.LanceDataset.commit(
         uri, operation, read_version=ds.version, storage_options=storage_options or None
     )
+
+
+def commit_job(
+    uri: str,
+    schema: pa.Schema,
+    storage_options: dict[str, str] | None,
+    fragments_json: Sequence[str],
+    *,
+    key: str,
+    remove: Collection[str] | None,
+) -> lance.LanceDataset:
+    """The one commit of a fragment job: a rebuild or an incremental update.
+
+    Args:
+        uri: Dataset URI.
+        schema: The fragments' schema.
+        storage_options: Lance storage options.
+        fragments_json: The job's fragments.
+        key: String column identifying rows.
+        remove: None for a rebuild (the fragments overwrite the table); else the keys whose
+            rows the fragments replace or that are deleted (see :func:`replace_rows`).
+
+    Returns:
+        The dataset at the new version (unchanged when an update has nothing to do).
+    """
+    if remove is None:
+        return commit_fragments(uri, schema, fragments_json, storage_options, mode="overwrite")
+    return replace_rows(uri, storage_options, key=key, remove=remove, fragments_json=fragments_json)
