@@ -20,7 +20,7 @@ from vlm_lake.errors import DatasetNotFoundError
 from vlm_lake.imaging.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch, to_float
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables.contracts import IMAGE_SCHEMA, multimodal_schema, text_schema
-from vlm_lake.training.dataset import VLMDataset, collate
+from vlm_lake.training.dataset import ForkedReaderError, VLMDataset, collate
 from vlm_lake.training.shm_transport import MAPPED as _MAPPED
 from vlm_lake.training.shm_transport import POOL_BUFFERS, POOLED_BATCH_BYTES
 from vlm_lake.training.shm_transport import BufferPool as _BufferPool
@@ -154,11 +154,17 @@ def _check_same(batches: list[Any], reference: tuple[list[str], torch.Tensor]) -
 
 
 @pytest.mark.filterwarnings("ignore:lance is not fork-safe")
-def test_dataloader_fork_workers(mm_uri: str, reference: tuple[list[str], torch.Tensor]) -> None:
+def test_fork_started_workers_refuse_to_read_with_the_fix_named(mm_uri: str) -> None:
+    """Forked readers of a process that used Lance crash at random: refuse, name the fix."""
     ds = VLMDataset(mm_uri)
-    ds[0]  # Lance opened in the parent before forking: workers must reopen their own handle
-    loader = DataLoader(ds, batch_size=8, num_workers=2, timeout=120)
-    _check_same(list(loader), reference)
+    ds[0]  # Lance loaded and used in the parent, as in any pipeline process
+    loader = DataLoader(
+        ds, batch_size=1, num_workers=2, multiprocessing_context="fork", timeout=120
+    )
+    with pytest.raises(ForkedReaderError, match=r"forkserver.*loader_kwargs") as err:
+        list(loader)
+    assert mm_uri in str(err.value) and "not fork-safe" in str(err.value)
+    assert ds[0][0] == DOCS[0][1]  # the parent's own reads are unaffected
 
 
 def test_dataloader_forkserver_workers(

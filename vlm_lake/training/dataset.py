@@ -15,9 +15,12 @@ buffer the worker reuses, and :func:`collate` (the ``collate_fn`` of
 float32 made on arrival from a quarter of the bytes): see
 :mod:`vlm_lake.training.shm_transport`. The default collate works too, at the cost of a
 stack into new shared memory. The dataset is opened lazily in
-whichever process reads, keyed by process id, because Lance is not fork-safe: a DataLoader
-worker never reuses the parent's handle. Use ``multiprocessing_context="forkserver"`` (in
-``loader_kwargs``) to avoid forking a process that has Lance loaded at all.
+whichever process reads, keyed by process id. Lance is not fork-safe: once a process has
+used Lance, two workers forked from it crash or hang at random when they read (measured:
+66 of 100 pairs of forked readers failed). A copy of the dataset made by ``fork`` (the
+DataLoader's default on Linux) therefore refuses to read, with a :class:`ForkedReaderError`
+naming the fix: ``multiprocessing_context="forkserver"`` or ``"spawn"`` (in
+``loader_kwargs``), where the dataset reaches each worker pickled.
 """
 
 from __future__ import annotations
@@ -122,6 +125,10 @@ def collate(samples: Sequence[Sample]) -> list[Any]:
     return [texts, samples.images()]
 
 
+class ForkedReaderError(RuntimeError):
+    """A VLMDataset read in a process forked from the one that built it (Lance is not fork-safe)."""
+
+
 class VLMDataset(Dataset[Sample]):
     """Documents with their images, ready for a ``DataLoader``.
 
@@ -188,16 +195,26 @@ class VLMDataset(Dataset[Sample]):
         self.draft = draft
         self._ds: Any = None
         self._pid: int | None = None
+        # The process this object was built in; None in a pickled copy (spawn, forkserver).
+        self._origin_pid: int | None = os.getpid()
 
     def __len__(self) -> int:
         return self._len
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_ds"], state["_pid"] = None, None
+        state["_ds"], state["_pid"], state["_origin_pid"] = None, None, None
         return state
 
     def _dataset(self) -> Any:
+        if self._origin_pid not in (None, os.getpid()):
+            raise ForkedReaderError(
+                f"VLMDataset({self.uri!r}) was copied into process {os.getpid()} by fork "
+                f"from process {self._origin_pid}, which has Lance loaded; Lance is not "
+                "fork-safe (forked readers crash or hang at random). Start DataLoader "
+                "workers with multiprocessing_context='forkserver' or 'spawn': "
+                "DataLoader(dataset, num_workers=N, **VLMDataset.loader_kwargs())"
+            )
         if self._ds is None or self._pid != os.getpid():
             self._ds = lance_io.open_dataset(self.uri, self.storage_options, self.version)
             self._pid = os.getpid()
