@@ -3,7 +3,10 @@
 # No `from __future__ import annotations` here: Dagster checks the `context` annotation
 # by identity, and a string annotation fails that check.
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from typing import Any
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
 
 from assets.automation import FOLLOW_UPSTREAM, TRAINING_FRESHNESS
 from assets.gate import check_results, check_specs
@@ -11,8 +14,27 @@ from assets.ingest import GROUP
 from assets.metadata import markdown_table
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
-from vlm_lake.checks import blocking_failures, check_training_json
-from vlm_lake.training.export_json import export_training_json, promote, staging_uri
+from resources.spark import SparkResource
+from vlm_lake.checks import blocking_failures
+from vlm_lake.checks.training_shards import check_training_export
+from vlm_lake.training.export_json import preview_records
+from vlm_lake.training.manifest import manifest_uri
+from vlm_lake.training.sharded_export import check_engine, export_sharded, publish_export
+from vlm_lake.training.shards import SHARD_TARGET_BYTES
+
+
+class ExportConfig(Config):
+    """Run configuration of the training export (set it in the launchpad)."""
+
+    engine: str = Field(
+        default="auto",
+        description="Where shards are written and checked: 'local' (threads in the run's "
+        "process), 'spark' (one Spark task per shard) or 'auto' (Spark from 8 shards to "
+        "write).",
+    )
+    shard_target_bytes: int = Field(
+        default=SHARD_TARGET_BYTES, description="About how many bytes of JSON one shard holds."
+    )
 
 
 @asset(
@@ -20,44 +42,77 @@ from vlm_lake.training.export_json import export_training_json, promote, staging
     freshness_policy=TRAINING_FRESHNESS,
     group_name=GROUP,
     deps=["multimodal_lance"],
-    kinds={"json", "s3", "python"},
+    kinds={"json", "s3", "spark"},
     check_specs=check_specs("training_json"),
     description='Alpaca-style training file: a JSON array of {"instruction": text, "input": '
-    '[hex of each present image], "output": ""} from the published multimodal table. '
-    "Written to LAKE_URI/training_data.json.candidate, checked, then moved over "
-    "LAKE_URI/training_data.json.",
+    '[hex of each present image], "output": ""} from the published multimodal table. Written '
+    "as shards (one or more per multimodal fragment; only changed ones are rewritten) under "
+    "LAKE_URI/training_data.shards/, assembled into LAKE_URI/training_data.json.candidate, "
+    "checked shard by shard, then moved over LAKE_URI/training_data.json with its manifest "
+    "LAKE_URI/training_data.manifest.json.",
 )
 def training_json(
-    context: AssetExecutionContext, lake: LakeResource, object_store: ObjectStoreResource
+    context: AssetExecutionContext,
+    config: ExportConfig,
+    lake: LakeResource,
+    object_store: ObjectStoreResource,
+    spark: SparkResource,
 ) -> MaterializeResult:
-    """Export, check the candidate file, and promote it only if every check passes."""
+    """Export the shards, check them, and promote the file only if every check passes."""
     layout = lake.layout()
     store = object_store.store()
-    candidate = staging_uri(layout.training_json)
-    report = export_training_json(store, layout.multimodal, candidate)
-    context.log.info(
-        f"wrote {report.records} records with {report.images} images "
-        f"({report.bytes_written / 1e6:.1f} MB) to {candidate}"
+    check_engine(config.engine, spark)
+
+    def session() -> Any:  # started only when shards go to Spark
+        return spark.spark_session
+
+    run = export_sharded(
+        store,
+        layout.multimodal,
+        layout.training_json,
+        spark=session,
+        engine=config.engine,
+        target_bytes=config.shard_target_bytes,
     )
-    outcomes = check_training_json(store, candidate, report.records_expected)
+    manifest = run.manifest
+    context.log.info(
+        f"wrote {manifest.records} records with {manifest.images} images "
+        f"({manifest.bytes / 1e6:.1f} MB) to {run.candidate}: {run.written} shards written "
+        f"({run.engine}), {run.reused} reused"
+    )
+    outcomes = check_training_export(
+        store,
+        run.candidate,
+        manifest,
+        manifest.records,
+        spark=session if run.engine == "spark" else None,
+    )
     failures = blocking_failures(outcomes)
     if failures:
         context.log.error(
-            f"{candidate} NOT published; failed checks: "
+            f"{run.candidate} NOT published; failed checks: "
             + ", ".join(f"{o.name} (observed {o.observed})" for o in failures)
         )
     else:
-        promote(store, candidate, layout.training_json)
+        publish_export(store, layout.training_json, manifest)
     return MaterializeResult(
         metadata={
-            "dagster/row_count": report.records,
-            "dagster/uri": layout.training_json if not failures else candidate,
+            "dagster/row_count": manifest.records,
+            "dagster/uri": layout.training_json if not failures else run.candidate,
             "published": MetadataValue.bool(not failures),
-            "images": report.images,
-            "bytes": report.bytes_written,
-            "multimodal_version": report.source_version,
+            "images": manifest.images,
+            "bytes": manifest.bytes,
+            "multimodal_version": manifest.source_version,
+            "shards": len(manifest.shards),
+            "shards_written": run.written,
+            "shards_reused": run.reused,
+            "engine": run.engine,
+            "bytes_copied_server_side": run.assembly.copied_bytes,
+            "manifest": manifest_uri(layout.training_json),
             "format": MetadataValue.text('[{"instruction": str, "input": [hex], "output": ""}]'),
-            "preview": MetadataValue.md(markdown_table(report.preview)),
+            "preview": MetadataValue.md(
+                markdown_table(preview_records(store, layout.multimodal, manifest.source_version))
+            ),
         },
         check_results=check_results("training_json", outcomes, context),
     )

@@ -107,6 +107,7 @@ def test_checks_guarding_training_are_blocking() -> None:
         ("training_json", "parses"): True,
         ("training_json", "record_count_matches"): True,
         ("training_json", "images_decode"): True,
+        ("training_json", "shards_match_manifest"): True,
         ("image_features", "one_row_per_image"): True,
         ("image_features", "features_finite"): True,
         ("image_features", "single_model"): True,

@@ -28,7 +28,13 @@ RECORD_COUNT_MATCHES = CheckSpec(
 IMAGES_DECODE = CheckSpec(
     "training_json", "images_decode", True, "Every hex string decodes to an image."
 )
-SPECS = (PARSES, RECORD_COUNT_MATCHES, IMAGES_DECODE)
+SHARDS_MATCH_MANIFEST = CheckSpec(
+    "training_json",
+    "shards_match_manifest",
+    True,
+    "Every shard the file is assembled from has the bytes and sha256 its manifest lists.",
+)
+SPECS = (PARSES, RECORD_COUNT_MATCHES, IMAGES_DECODE, SHARDS_MATCH_MANIFEST)
 
 
 def check_training_json(
@@ -54,7 +60,7 @@ def check_training_json(
             chunks = iter(lambda: stream.read(READ_CHUNK_BYTES), b"")
             for index, record in enumerate(stream_json_array(chunks)):
                 records += 1
-                images += _check_record(record, index, uri, decode, failures)
+                images += check_record(record, index, uri, decode, failures)
     except JSONArrayError as exc:
         parse_error = str(exc)
     return [
@@ -87,7 +93,7 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
-def _check_record(
+def check_record(
     record: Any, index: int, uri: str, decode: bool, failures: list[dict[str, Any]]
 ) -> int:
     """Check one training record, appending its problems to ``failures``; return its images."""

@@ -258,6 +258,30 @@ class ObjectStore:
                 time.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
+    def read_range(self, uri: str, start: int, stop: int) -> bytes:
+        """Bytes ``[start, stop)`` of one object (fewer if it ends first).
+
+        Raises:
+            ObjectNotFoundError: No object at ``uri``.
+            ObjectStoreError: The request failed after retries (names ``uri``).
+        """
+        if not 0 <= start < stop:
+            raise ValueError(f"start={start!r}, stop={stop!r}: need 0 <= start < stop")
+        uri = uris.normalize(uri)
+        if not uris.is_remote(uri):
+            with Path(uri).open("rb") as local:
+                local.seek(start)
+                return local.read(stop - start)
+        bucket, key = uris.split_bucket_key(uri)
+        try:
+            resp = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}")
+            with contextlib.closing(resp["Body"]) as body:
+                return body.read()  # type: ignore[no-any-return]
+        except botocore_errors() as exc:
+            raise_store_error(store_error("GetObject", uri, exc), exc)
+        except body_read_errors() as exc:
+            raise_store_error(ObjectStoreError("GetObject", uri, type(exc).__name__, str(exc)), exc)
+
     @contextlib.contextmanager
     def open_read(self, uri: str) -> Iterator[BinaryIO]:
         """Open one object for streaming reads (``.read(n)``), without loading it whole.
@@ -293,6 +317,22 @@ class ObjectStore:
             return Path(uri).is_file()
         bucket, key = uris.split_bucket_key(uri)
         return self._head(bucket, key, uri) is not None
+
+    def delete(self, uri: str) -> None:
+        """Delete one object; nothing happens if it does not exist.
+
+        Raises:
+            ObjectStoreError: The request failed after retries (names ``uri``).
+        """
+        uri = uris.normalize(uri)
+        if not uris.is_remote(uri):
+            Path(uri).unlink(missing_ok=True)
+            return
+        bucket, key = uris.split_bucket_key(uri)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except botocore_errors() as exc:
+            raise_store_error(store_error("DeleteObject", uri, exc), exc)
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write ``data`` to ``uri`` atomically."""

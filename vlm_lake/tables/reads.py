@@ -62,7 +62,12 @@ RANGE_ROWS = 256
 
 
 def read_ranges(
-    source: Any, columns: list[str], rows: int = RANGE_ROWS
+    source: Any,
+    columns: list[str],
+    rows: int = RANGE_ROWS,
+    *,
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """All rows of a dataset or fragment, in order, read one range of ``rows`` at a time.
 
@@ -76,14 +81,17 @@ def read_ranges(
         source: A ``LanceDataset`` (pinned to a version) or a ``LanceFragment``.
         columns: Columns to read.
         rows: Rows per range, and at most per batch (a positive number).
+        start: First row to read.
+        stop: Row to stop before (default: the end).
 
     Yields:
-        Record batches of at most ``rows`` rows, together the whole source in row order.
+        Record batches of at most ``rows`` rows, together rows ``[start, stop)`` of the
+        source in row order.
     """
     if rows < 1:
         raise ValueError(f"rows={rows!r} must be a positive number of rows per range")
-    total = source.count_rows()
-    for start in range(0, total, rows):
+    total = source.count_rows() if stop is None else stop
+    for offset in range(start, total, rows):
         yield from source.to_batches(
-            columns=columns, offset=start, limit=min(rows, total - start), batch_size=rows
+            columns=columns, offset=offset, limit=min(rows, total - offset), batch_size=rows
         )

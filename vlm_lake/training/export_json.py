@@ -115,6 +115,20 @@ def _preview(text: str, images: list[bytes | None]) -> dict[str, object]:
     return {"instruction": text, "input": "; ".join(hexes), "output": ""}
 
 
+def preview_records(
+    store: ObjectStore, multimodal_uri: str, version: int, rows: int = 5
+) -> list[dict[str, object]]:
+    """Short stand-ins for the first ``rows`` records of one version (for asset metadata)."""
+    ds = publish.open_version(multimodal_uri, store.storage_options(multimodal_uri), version)
+    columns = ["text", *image_columns(len(image_id_columns(ds.schema)))]
+    table = ds.to_table(columns=columns, limit=rows)
+    slots = [table.column(c).to_pylist() for c in columns[1:]]
+    return [
+        _preview(text, [slot[i] for slot in slots])
+        for i, text in enumerate(table.column("text").to_pylist())
+    ]
+
+
 def staging_uri(out_uri: str) -> str:
     """Where the candidate training file is written before its checks pass."""
     return out_uri + ".candidate"

@@ -1,0 +1,227 @@
+"""The training export at scale: shards written by tasks, reused when unchanged, assembled.
+
+The driver plans shards from fragment metadata (:func:`~vlm_lake.training.shards.
+plan_shards`), keeps every shard whose name a previous manifest lists and whose file is
+still there, and has the others written: by Spark tasks (``engine="spark"``, one task per
+shard, the Lance rows read in the executors) or by a local thread pool. Then it assembles
+the candidate file (:mod:`~vlm_lake.training.assemble`) and writes the candidate manifest.
+The asset checks the shards and promotes file and manifest together; see
+docs/scale.md ("Export at scale").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vlm_lake.spark.unit_job import map_units
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.store.settings import StoreSettings
+from vlm_lake.tables import publish
+from vlm_lake.training.assemble import AssemblyReport, assemble
+from vlm_lake.training.export_json import promote, staging_uri
+from vlm_lake.training.manifest import ExportManifest, manifest_uri, read_manifest, shards_root
+from vlm_lake.training.shards import (
+    SHARD_TARGET_BYTES,
+    ShardInfo,
+    ShardUnit,
+    plan_shards,
+    shard_uri,
+    write_shard,
+)
+from vlm_lake.util.parallel import bounded_parallel_map
+
+log = logging.getLogger(__name__)
+
+#: ``engine="auto"`` writes shards on Spark from this many shards to write.
+SPARK_FROM_SHARDS = 8
+ENGINES = ("auto", "local", "spark")
+
+
+@dataclass(frozen=True)
+class ShardedExport:
+    """What one export run made: the candidate file and its manifest (not yet promoted).
+
+    Attributes:
+        candidate: The assembled candidate file.
+        manifest: The candidate's manifest.
+        written: Shards written by this run.
+        reused: Shards reused from an earlier export.
+        engine: Where the shards were written (``local`` or ``spark``).
+        assembly: How the candidate was assembled.
+        seconds: Wall time of the run.
+    """
+
+    candidate: str
+    manifest: ExportManifest
+    written: int
+    reused: int
+    engine: str
+    assembly: AssemblyReport
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _WriteShard:
+    """Picklable: write one shard in whichever process runs it; its manifest entry."""
+
+    settings: StoreSettings | None
+    multimodal_uri: str
+    version: int
+    root: str
+
+    def __call__(self, unit: ShardUnit) -> dict[str, Any]:
+        store = ObjectStore(self.settings)
+        return write_shard(store, self.multimodal_uri, self.version, unit, self.root).to_dict()
+
+
+def _reusable(store: ObjectStore, out_uri: str) -> dict[str, ShardInfo]:
+    """Shards an earlier export listed (published or candidate) whose files still exist."""
+    known: dict[str, ShardInfo] = {}
+    for uri in (staging_uri(manifest_uri(out_uri)), manifest_uri(out_uri)):
+        previous = read_manifest(store, uri)
+        if previous is not None and previous.shard_format_current():
+            known.update({s.name: s for s in previous.shards})
+    if not known:
+        return {}
+    present = {o.uri.rsplit("/", 1)[-1]: o.size for o in store.list(shards_root(out_uri))}
+    return {
+        name: info
+        for name, info in known.items()
+        if present.get(shard_uri("", name).lstrip("/")) == info.bytes
+    }
+
+
+def _write_shards(
+    store: ObjectStore,
+    spark: Any,
+    todo: list[ShardUnit],
+    multimodal_uri: str,
+    version: int,
+    root: str,
+) -> list[ShardInfo]:
+    write = _WriteShard(store.settings, multimodal_uri, version, root)
+    if spark is not None:
+        return [ShardInfo(**r) for r in map_units(spark, write, todo)]
+    workers = max(1, min(len(todo), os.cpu_count() or 1))
+    return [ShardInfo(**r) for r in bounded_parallel_map(write, todo, workers=workers)]
+
+
+def check_engine(engine: str, spark: Callable[[], Any] | None) -> None:
+    """Refuse an unknown engine, or ``spark`` without a session.
+
+    Raises:
+        ValueError: Names the engine and what is allowed.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is not allowed; expected one of {ENGINES}")
+    if engine == "spark" and spark is None:
+        raise ValueError("engine='spark' needs a SparkSession; pass spark=... or engine='local'")
+
+
+def _engine(engine: str, spark: Callable[[], Any] | None, shards_to_write: int) -> str:
+    check_engine(engine, spark)
+    if engine == "auto":
+        return "spark" if spark is not None and shards_to_write >= SPARK_FROM_SHARDS else "local"
+    return engine
+
+
+def export_sharded(
+    store: ObjectStore,
+    multimodal_uri: str,
+    out_uri: str,
+    *,
+    spark: Callable[[], Any] | None = None,
+    engine: str = "auto",
+    version: int | str | None = "published",
+    target_bytes: int = SHARD_TARGET_BYTES,
+) -> ShardedExport:
+    """Write the training JSON's candidate from shards, rewriting only changed ones.
+
+    Args:
+        store: Object store of the lake (shards, candidate and manifest live beside
+            ``out_uri``).
+        multimodal_uri: ``multimodal.lance`` URI.
+        out_uri: The published file's URI (``training_data.json``); the candidate goes to
+            ``staging_uri(out_uri)``.
+        spark: Returns the SparkSession (called only when shards are written on Spark).
+        engine: ``auto`` (Spark from :data:`SPARK_FROM_SHARDS` shards to write, when a
+            session is given), ``local`` (a thread pool) or ``spark``.
+        version: Version or tag of the multimodal dataset (default: the published one).
+        target_bytes: About how many bytes one shard holds.
+
+    Returns:
+        A :class:`ShardedExport`; nothing is published yet.
+    """
+    started = time.perf_counter()
+    storage = store.storage_options(multimodal_uri)
+    ds = publish.open_version(multimodal_uri, storage, version)
+    units = plan_shards(ds, target_bytes)
+    reusable = _reusable(store, out_uri)
+    todo = [u for u in units if u.name not in reusable]
+    chosen = _engine(engine, spark, len(todo))
+    log.info(
+        "training export of version %d: %d shards, %d to write (%s), %d reused",
+        ds.version,
+        len(units),
+        len(todo),
+        chosen,
+        len(units) - len(todo),
+    )
+    root = shards_root(out_uri)
+    written = {
+        s.name: s
+        for s in _write_shards(
+            store,
+            spark() if chosen == "spark" and spark else None,
+            todo,
+            multimodal_uri,
+            ds.version,
+            root,
+        )
+    }
+    shards = [written.get(u.name) or reusable[u.name] for u in units]
+    candidate = staging_uri(out_uri)
+    assembly = assemble(
+        store, [shard_uri(root, s.name) for s in shards], [s.bytes for s in shards], candidate
+    )
+    manifest = ExportManifest.build(
+        out_uri, multimodal_uri, ds.version, ds.count_rows(), shards, assembly.bytes
+    )
+    manifest.write(store, staging_uri(manifest_uri(out_uri)))
+    return ShardedExport(
+        candidate,
+        manifest,
+        len(todo),
+        len(units) - len(todo),
+        chosen,
+        assembly,
+        time.perf_counter() - started,
+    )
+
+
+def publish_export(store: ObjectStore, out_uri: str, manifest: ExportManifest) -> int:
+    """Move the checked candidate and its manifest over the published names.
+
+    The file goes first, then the manifest (a reader that finds the new manifest finds the
+    new file); then the shards no longer listed are deleted.
+
+    Returns:
+        The number of shard files deleted.
+    """
+    promote(store, staging_uri(out_uri), out_uri)
+    manifest.write(store, manifest_uri(out_uri))
+    store.delete(staging_uri(manifest_uri(out_uri)))
+    keep = {shard_uri("", s.name).lstrip("/") for s in manifest.shards}
+    stale = [
+        o.uri for o in store.list(shards_root(out_uri)) if o.uri.rsplit("/", 1)[-1] not in keep
+    ]
+    for uri in stale:
+        store.delete(uri)
+    if stale:
+        log.info("deleted %d shards no export lists any more", len(stale))
+    return len(stale)

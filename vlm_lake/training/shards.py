@@ -1,0 +1,224 @@
+r"""Shards of the training JSON: what each one holds, its name, and how one is written.
+
+The training JSON is ``[`` + ``\n`` + record + (``,\n`` + record)* + ``\n]\n``. A shard
+holds the records of a run of rows of one ``multimodal_lance`` fragment, each preceded by
+its separator: ``[\n`` before the very first record of the file (the *head* shard),
+``,\n`` before every other. So the file is the shards concatenated in fragment order, then
+``\n]\n`` (:mod:`vlm_lake.training.assemble`), byte for byte what the single-stream export
+writes (:func:`vlm_lake.training.export_json.export_training_json`).
+
+A shard's name is the digest of everything its bytes depend on: the fragment's metadata
+(data files and deletion file, which Lance never rewrites in place), the row range, the
+head flag, the columns and :data:`SHARD_FORMAT`. An unchanged fragment therefore keeps its
+shard's name from one export to the next, and an incremental export rewrites only the
+shards whose names are new (docs/scale.md, "Export at scale").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import lance_io, reads
+from vlm_lake.tables.contracts import image_columns, image_id_columns
+from vlm_lake.training.export_json import format_record
+
+log = logging.getLogger(__name__)
+
+#: Bumped whenever the record format changes, so that no older shard is reused.
+SHARD_FORMAT = "alpaca-hex/1"
+
+#: A shard holds about this many bytes of JSON (estimated from the fragment's file sizes;
+#: hex doubles the image bytes). Large enough for S3's 5 MiB minimum part, small enough
+#: that one task writes it in seconds and an incremental run rewrites little.
+SHARD_TARGET_BYTES = 64 * 1024 * 1024
+
+#: Rows per shard when a fragment's file sizes are not recorded.
+DEFAULT_SHARD_ROWS = 1000
+
+HEAD = b"[\n"
+SEPARATOR = b",\n"
+TAIL = b"\n]\n"
+
+
+@dataclass(frozen=True)
+class ShardUnit:
+    r"""The rows one shard holds: ``rows`` live rows of a fragment from ``offset``.
+
+    Attributes:
+        fragment_id: The ``multimodal_lance`` fragment.
+        offset: First live row of the fragment (deleted rows do not count).
+        rows: Records in the shard.
+        head: Whether the shard starts the file (``[\n`` instead of ``,\n``).
+        name: The shard's content name (see the module docstring).
+    """
+
+    fragment_id: int
+    offset: int
+    rows: int
+    head: bool
+    name: str
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One written shard, as the manifest lists it.
+
+    Attributes:
+        name: Content name (the file is ``<shards root>/<name>.jsonpart``).
+        fragment_id: Source fragment.
+        offset: First live row of the fragment.
+        records: Records (one per row).
+        images: Hex-encoded images in the records.
+        bytes: Size of the shard file.
+        sha256: Digest of the shard file.
+        head: Whether the shard starts the file.
+        written_at_version: ``multimodal_lance`` version of the export that wrote it.
+    """
+
+    name: str
+    fragment_id: int
+    offset: int
+    records: int
+    images: int
+    bytes: int
+    sha256: str
+    head: bool
+    written_at_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest entry."""
+        return asdict(self)
+
+
+def shard_uri(root: str, name: str) -> str:
+    """The shard file called ``name`` under ``root``."""
+    return f"{root.rstrip('/')}/{name}.jsonpart"
+
+
+def export_columns(schema: pa.Schema) -> list[str]:
+    """The columns a shard reads: ``text`` and every image slot."""
+    return ["text", *image_columns(len(image_id_columns(schema)))]
+
+
+def _live_rows(fragment: Any, meta: dict[str, Any]) -> int:
+    deletion = meta.get("deletion_file") or {}
+    deleted = deletion.get("num_deleted_rows")
+    if meta.get("physical_rows") is not None and (not deletion or deleted is not None):
+        return int(meta["physical_rows"]) - int(deleted or 0)
+    return int(fragment.count_rows())
+
+
+def _rows_per_shard(meta: dict[str, Any], target_bytes: int) -> int:
+    sizes = [f.get("file_size_bytes") for f in meta.get("files", [])]
+    physical = int(meta.get("physical_rows") or 0)
+    if not sizes or None in sizes or physical == 0:
+        return DEFAULT_SHARD_ROWS
+    per_row = 2 * sum(sizes) / physical + 64  # hex doubles the bytes; JSON adds a little
+    return max(1, int(target_bytes // per_row))
+
+
+def _name(meta: dict[str, Any], offset: int, rows: int, head: bool, columns: list[str]) -> str:
+    identity = {
+        "format": SHARD_FORMAT,
+        "fragment": meta,
+        "offset": offset,
+        "rows": rows,
+        "head": head,
+        "columns": columns,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def plan_shards(ds: Any, target_bytes: int = SHARD_TARGET_BYTES) -> list[ShardUnit]:
+    """The shards of one version of ``multimodal_lance``, in file order.
+
+    Reads fragment metadata only (no rows): the driver's work grows with the number of
+    fragments, not of documents.
+
+    Args:
+        ds: The dataset, pinned to the version being exported.
+        target_bytes: About how many bytes of JSON one shard holds (a positive number).
+    """
+    if target_bytes < 1:
+        raise ValueError(f"target_bytes={target_bytes!r} must be a positive number of bytes")
+    columns = export_columns(ds.schema)
+    units: list[ShardUnit] = []
+    for fragment in ds.get_fragments():
+        meta = fragment.metadata.to_json()
+        live = _live_rows(fragment, meta)
+        step = _rows_per_shard(meta, target_bytes)
+        for offset in range(0, live, step):
+            rows = min(step, live - offset)
+            head = not units
+            name = _name(meta, offset, rows, head, columns)
+            units.append(ShardUnit(fragment.fragment_id, offset, rows, head, name))
+    return units
+
+
+def _records(ds: Any, unit: ShardUnit, columns: list[str]) -> Iterator[tuple[str, list[Any]]]:
+    fragment = ds.get_fragment(unit.fragment_id)
+    if fragment is None:
+        raise ValueError(
+            f"fragment_id={unit.fragment_id} is not in {ds.uri!r} version {ds.version}"
+        )
+    batches = reads.read_ranges(fragment, columns, start=unit.offset, stop=unit.offset + unit.rows)
+    for batch in batches:
+        texts = batch.column("text").to_pylist()
+        slots = [batch.column(c).to_pylist() for c in columns[1:]]
+        for i, text in enumerate(texts):
+            yield text, [slot[i] for slot in slots]
+
+
+def write_shard(
+    store: ObjectStore,
+    multimodal_uri: str,
+    version: int,
+    unit: ShardUnit,
+    root: str,
+) -> ShardInfo:
+    """Write one shard (atomically: a failed write leaves no file) and describe it.
+
+    Runs in a Spark task or a local thread; opens Lance itself (never a handle from
+    another process).
+
+    Raises:
+        RuntimeError: The fragment held another number of rows than planned.
+    """
+    ds = lance_io.open_dataset(multimodal_uri, store.storage_options(multimodal_uri), version)
+    columns = export_columns(ds.schema)
+    digest = hashlib.sha256()
+    records = images = size = 0
+    with store.open_atomic_writer(shard_uri(root, unit.name)) as out:
+        for text, imgs in _records(ds, unit, columns):
+            lead = HEAD if unit.head and records == 0 else SEPARATOR
+            data = lead + format_record(text, imgs).encode("utf-8")
+            out.write(data)
+            digest.update(data)
+            size += len(data)
+            records += 1
+            images += sum(img is not None for img in imgs)
+        if records != unit.rows:
+            raise RuntimeError(
+                f"fragment {unit.fragment_id} of {multimodal_uri!r} version {version} gave "
+                f"{records} rows from offset {unit.offset}, planned {unit.rows}; the shard "
+                "was not written"
+            )
+    return ShardInfo(
+        unit.name,
+        unit.fragment_id,
+        unit.offset,
+        records,
+        images,
+        size,
+        digest.hexdigest(),
+        unit.head,
+        version,
+    )
