@@ -173,7 +173,11 @@ def test_s3_assembly_copies_large_shards_server_side(
     gets = [r.path for r in requests if r.method == "GET" and ".shards/" in r.path]
     assert not [p for p in gets if shards[0].name in p]
     assert len([p for p in gets if shards[3].name in p]) == 1  # one ranged read
-    parts = [r for r in requests if r.method == "PUT" and r.path.endswith("/training_data.json.candidate")]
+    parts = [
+        r
+        for r in requests
+        if r.method == "PUT" and r.path.endswith("/training_data.json.candidate")
+    ]
     assert sorted(r.query["partNumber"][0] for r in parts) == ["1", "2", "3", "4"]
     outcomes = check_training_export(s3_store, run.candidate, run.manifest, 16)
     assert all(o.passed for o in outcomes), outcomes
