@@ -12,6 +12,8 @@ Rows (ratio > 1 means ours is better; the targets are for 2 cores):
   peak at 1M; target >= 0.5 (driver memory flat). A second row measures the driver-side
   dict plan used below 200,000 keys (against a published table of N ids, 1% changed), to
   show why large listings do not take it.
+* ``scale: training export after 1% of documents changed, full vs incremental``: see
+  :mod:`benchmarks.scale_export`; target >= 10.
 
 Not in the default run: ``python -m benchmarks --only scale``.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 from benchmarks.common import Context, Row, row
 from benchmarks.s3 import moto_server, settings
+from benchmarks.scale_export import export_rows
 
 log = logging.getLogger("benchmarks.scale")
 
@@ -163,6 +166,7 @@ def run(ctx: Context) -> list[Row]:
     staged_small = _spark_planning_peak_bytes(ctx, 10_000)
     staged_large = _spark_planning_peak_bytes(ctx, 1_000_000)
     return [
+        *export_rows(ctx),
         row(
             "scale: ingest planning, driver peak memory, 10k vs 1M keys",
             staged_large / 1e6,

@@ -120,6 +120,20 @@ def test_an_incremental_export_rewrites_only_changed_shards_and_publishes(
         local_store, mm, str(tmp_path / "single.json")
     )
     assert again.manifest.records == 23
+    checked = check_training_export(
+        local_store, again.candidate, again.manifest, 23, read=again.written_names
+    )
+    assert all(o.passed for o in checked), checked
+    assert "2 shards read in parallel, 3 reused ones confirmed by size" in checked[0].expected
+    reused = next(s for s in again.manifest.shards if s.name not in again.written_names)
+    reused_path = Path(shard_uri(shards_root(out), reused.name))
+    kept = reused_path.read_bytes()
+    reused_path.write_bytes(kept[:-5])
+    checked = check_training_export(
+        local_store, again.candidate, again.manifest, 23, read=again.written_names
+    )
+    assert [o.name for o in checked if not o.passed] == ["shards_match_manifest"]
+    reused_path.write_bytes(kept)
     deleted = publish_export(local_store, out, again.manifest)
     assert deleted == 1  # the third fragment's old shard
     assert Path(out).read_bytes() == Path(tmp_path / "single.json").read_bytes()

@@ -51,6 +51,7 @@ class ShardedExport:
         manifest: The candidate's manifest.
         written: Shards written by this run.
         reused: Shards reused from an earlier export.
+        written_names: Names of the shards written by this run.
         engine: Where the shards were written (``local`` or ``spark``).
         assembly: How the candidate was assembled.
         seconds: Wall time of the run.
@@ -60,6 +61,7 @@ class ShardedExport:
     manifest: ExportManifest
     written: int
     reused: int
+    written_names: frozenset[str]
     engine: str
     assembly: AssemblyReport
     seconds: float
@@ -198,6 +200,7 @@ def export_sharded(
         manifest,
         len(todo),
         len(units) - len(todo),
+        frozenset(written),
         chosen,
         assembly,
         time.perf_counter() - started,
