@@ -64,8 +64,9 @@ class IngestConfig(Config):
     )
     engine: str = Field(
         default="auto",
-        description="Images: 'local' (a thread pool in the run's process), 'spark' (Spark "
-        "tasks download and write fragments) or 'auto' (Spark from 5,000 downloads).",
+        description="'local' (the run's process does the work), 'spark' (Spark tasks: "
+        "images are downloaded and written, texts scanned per file or byte range and "
+        "written) or 'auto' (Spark from 5,000 image downloads, or 256 MB of text files).",
     )
 
 
@@ -213,6 +214,7 @@ def _text_options(config: IngestConfig, _object_store: ObjectStoreResource) -> A
         full_rebuild=config.full_rebuild,
         on_bad_input=config.on_bad_input,
         delete_missing=config.delete_missing,
+        engine=config.engine,
     )
 
 
@@ -278,7 +280,12 @@ TEXTS = _Source(
     quarantine=quarantine_texts,
     check=lambda ds, _report: check_texts(ds),
     summary=lambda r: f"{r.documents} valid documents in {r.files} file(s), K={r.num_slots}",
-    metadata=lambda r: {"source_files": r.files, "image_slots": r.num_slots},
+    metadata=lambda r: {
+        "source_files": r.files,
+        "image_slots": r.num_slots,
+        "spark_tasks": r.spark_tasks,
+    },
+    engine=lambda spark: {"spark": lambda: spark.spark_session},
 )
 
 ingest_images_asset = _ingest_multi_asset(IMAGES)

@@ -39,8 +39,15 @@ def _completed_app(cluster, name: str, timeout_s: float = 60.0) -> dict:
 def test_pipeline_on_standalone_cluster(standalone_cluster, dagster_home, tmp_path):
     lake = tmp_path / "lake"
     env = pipeline_env(dagster_home, lake, SPARK_MASTER=standalone_cluster.master_url)
-    # The image ingest on Spark (engine=spark): its downloads and fragment writes are tasks.
-    spark_ingest = {"ops": {"ingest_images": {"config": {"engine": "spark"}}}}
+    # The image and text ingest and the training export on Spark (engine=spark): the
+    # downloads, the scans, the fragment writes and the shard writes and checks are tasks.
+    spark_ingest = {
+        "ops": {
+            "ingest_images": {"config": {"engine": "spark"}},
+            "ingest_texts": {"config": {"engine": "spark"}},
+            "training_json": {"config": {"engine": "spark"}},
+        }
+    }
     run = materialize_all(
         env, tmp_path, watch=[p.pid for p in standalone_cluster.processes], config=spark_ingest
     )
@@ -49,6 +56,8 @@ def test_pipeline_on_standalone_cluster(standalone_cluster, dagster_home, tmp_pa
     assert f"starting Spark session on {standalone_cluster.master_url}" in run.output
     assert re.search(r"broadcasting [\d.]+ MB of ResNet-50 weights", run.output)  # classic mode
     assert "training_json - wrote 4 records with 8 images" in run.output
+    assert re.search(r"\d+ shards written \(spark\), 0 reused", run.output)
+    assert re.search(r"texts: \d+ file\(s\) in \d+ Spark scan tasks", run.output)
     assert "images: 4 objects to download in 1 Spark tasks" in run.output
     assert re.search(
         r"image_lance: 4 downloaded \([\d.]+ MB\) in [\d.]+s by 1 Spark tasks", run.output

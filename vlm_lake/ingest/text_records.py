@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: Object names read as text sources (compared lower-cased).
 TEXT_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson")
-_JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 
 
 def file_records(store: ObjectStore, info: ObjectInfo) -> Iterator[tuple[int | None, Any]]:
@@ -44,7 +44,7 @@ def file_records(store: ObjectStore, info: ObjectInfo) -> Iterator[tuple[int | N
     except UnicodeDecodeError as exc:
         yield None, InvalidDocumentError(info.uri, f"not UTF-8 text ({exc})", stage="read")
         return
-    if not info.key.lower().endswith(_JSON_LINES_SUFFIXES):
+    if not info.key.lower().endswith(JSON_LINES_SUFFIXES):
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -242,6 +242,45 @@ class _Scanner:
         )
 
 
+def list_text_sources(
+    store: ObjectStore, texts_uri: str
+) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+    """The text files at ``texts_uri`` and the objects whose names are not text sources.
+
+    Raises:
+        SourceNotFoundError: There is no object at ``texts_uri``.
+    """
+    files: list[ObjectInfo] = []
+    misnamed: list[ObjectInfo] = []
+    for info in store.list(texts_uri):
+        (files if uris.suffix(info.key) in TEXT_SUFFIXES else misnamed).append(info)
+    if not files and not misnamed:
+        raise SourceNotFoundError(
+            f"no objects at texts_uri={texts_uri!r}; expected a JSON array or JSON Lines "
+            f"file (suffixes {', '.join(TEXT_SUFFIXES)}) or a prefix holding them"
+        )
+    return files, misnamed
+
+
+def misnamed_rejections(misnamed: list[ObjectInfo], strict: bool) -> list[RejectedDocument]:
+    """The ``listing`` rejections of objects that are not text sources.
+
+    Raises:
+        InvalidDocumentError: With ``strict``, for the first such object.
+    """
+    rejected = []
+    for info in misnamed:
+        reason = (
+            f"the name does not end in a text extension; expected one of "
+            f"{', '.join(TEXT_SUFFIXES)} (any case): a JSON array or JSON Lines file"
+        )
+        if strict:
+            raise InvalidDocumentError(info.uri, reason, stage="listing")
+        log.warning("quarantined %s: %s", info.uri, reason)
+        rejected.append(RejectedDocument(info.uri, "listing", None, None, None, reason))
+    return rejected
+
+
 def scan_sources(
     store: ObjectStore,
     texts_uri: str,
@@ -268,25 +307,9 @@ def scan_sources(
         SourceNotFoundError: There is no object at ``texts_uri``.
         InvalidDocumentError: With ``strict``, the first bad file name or record.
     """
-    files: list[ObjectInfo] = []
-    misnamed: list[ObjectInfo] = []
-    for info in store.list(texts_uri):
-        (files if uris.suffix(info.key) in TEXT_SUFFIXES else misnamed).append(info)
-    if not files and not misnamed:
-        raise SourceNotFoundError(
-            f"no objects at texts_uri={texts_uri!r}; expected a JSON array or JSON Lines "
-            f"file (suffixes {', '.join(TEXT_SUFFIXES)}) or a prefix holding them"
-        )
+    files, misnamed = list_text_sources(store, texts_uri)
     scanner = _Scanner(files, kept_sources or {}, strict)
-    for info in misnamed:
-        reason = (
-            f"the name does not end in a text extension; expected one of "
-            f"{', '.join(TEXT_SUFFIXES)} (any case): a JSON array or JSON Lines file"
-        )
-        if strict:
-            raise InvalidDocumentError(info.uri, reason, stage="listing")
-        log.warning("quarantined %s: %s", info.uri, reason)
-        scanner.reject(info.uri, "listing", None, None, None, reason)
+    scanner.scan.rejected.extend(misnamed_rejections(misnamed, strict))
     for file_no, info in enumerate(files):
         index = -1
         for line, record in file_records(store, info):

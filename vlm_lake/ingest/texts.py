@@ -15,68 +15,34 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from vlm_lake.errors import InvalidDocumentError, SourceNotFoundError
-from vlm_lake.ingest.changes import IngestReport, commit_changes
-from vlm_lake.ingest.quarantine import RejectedDocument, check_on_bad_input, write_rejections
-from vlm_lake.ingest.text_records import TextScan, file_records, record_slots, scan_sources
+from vlm_lake.ingest.changes import commit_changes
+from vlm_lake.ingest.quarantine import RejectedDocument, write_rejections
+from vlm_lake.ingest.text_options import TextIngestOptions, TextIngestReport
+from vlm_lake.ingest.text_published import Published, carry_rows, published_texts
+from vlm_lake.ingest.text_records import (
+    TextScan,
+    file_records,
+    list_text_sources,
+    record_slots,
+    scan_sources,
+)
+from vlm_lake.ingest.text_spark import ingest_texts_on_spark
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables import lance_io, publish
 from vlm_lake.tables.contracts import (
-    MAX_IMAGE_SLOTS,
     REJECTED_DOCUMENTS_SCHEMA,
     image_id_column,
-    image_id_columns,
     text_schema,
 )
 from vlm_lake.tables.layout import TEXTS_LAYOUT
 from vlm_lake.util.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TextIngestReport(IngestReport):
-    """Result of a text ingest (see :class:`~vlm_lake.ingest.changes.IngestReport`).
-
-    Attributes:
-        files: Text files read.
-        documents: Valid documents in the source.
-        num_slots: K, the number of image-id columns.
-    """
-
-    files: int = 0
-    documents: int = 0
-    num_slots: int = 1
-
-
-@dataclass(frozen=True)
-class TextIngestOptions:
-    """Knobs and policies of the text ingest.
-
-    Attributes:
-        batch_rows: Documents per Arrow batch.
-        full_rebuild: Overwrite the table with every document instead of merging.
-        on_bad_input: ``quarantine`` (record and go on) or ``fail`` (raise at the first).
-        delete_missing: Delete rows whose document is gone from the source (mirror it); by
-            default they are kept and counted as ``missing_from_source``.
-        max_image_slots: Reject documents that use a higher ``image_idN`` than this.
-    """
-
-    batch_rows: int = 4096
-    full_rebuild: bool = False
-    on_bad_input: str = "quarantine"
-    delete_missing: bool = False
-    max_image_slots: int = MAX_IMAGE_SLOTS
-
-    def __post_init__(self) -> None:
-        check_on_bad_input(self.on_bad_input)
-        if self.max_image_slots < 1:
-            raise ValueError(f"max_image_slots={self.max_image_slots!r} must be at least 1")
 
 
 def iter_text_batches(
@@ -122,62 +88,11 @@ def iter_text_batches(
         yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
 
-@dataclass(frozen=True)
-class _Published:
-    """What the published table holds: hashes and sources by docid, and K."""
-
-    version: int
-    hashes: dict[str, str]
-    sources: dict[str, str]
-    num_slots: int
-
-
-def _published_texts(
-    dataset_uri: str, storage: dict[str, str], full_rebuild: bool
-) -> tuple[int | None, _Published | None]:
-    """The published version to merge into and what it holds.
-
-    ``(version, None)`` or ``(None, None)`` mean a full rebuild: nothing published, a
-    rebuild was asked for, or the published schema is older than this code's.
-    """
-    base = None if full_rebuild else publish.discard_unpublished(dataset_uri, storage)
-    if base is None:
-        return None, None
-    ds = lance_io.open_dataset(dataset_uri, storage, base)
-    num_slots = len(image_id_columns(ds.schema))
-    if not ds.schema.equals(text_schema(num_slots)):
-        log.warning(
-            "%s version %d has a different schema than this code writes; rebuilding it",
-            dataset_uri,
-            base,
-        )
-        return base, None
-    hashes = lance_io.column_map(ds, "docid", "record_sha256")
-    sources = lance_io.column_map(ds, "docid", "source_uri")
-    return base, _Published(base, hashes, sources, num_slots)
-
-
-def _carry_rows(
-    dataset_uri: str, storage: dict[str, str], version: int, docids: list[str], num_slots: int
-) -> Iterator[pa.RecordBatch]:
-    """Rows of ``docids`` from one version, widened to ``num_slots`` image columns."""
-    ds = lance_io.open_dataset(dataset_uri, storage, version)
-    schema = text_schema(num_slots)
-    for start in range(0, len(docids), 1024):
-        chunk = docids[start : start + 1024]
-        table = ds.to_table(filter=f"docid IN ({lance_io.sql_string_list(chunk)})")
-        columns = [
-            table.column(f.name) if f.name in table.schema.names else pa.nulls(len(table), f.type)
-            for f in schema
-        ]
-        yield from pa.Table.from_arrays(columns, schema=schema).to_batches()
-
-
 def _scan(
     store: ObjectStore,
     texts_uri: str,
     options: TextIngestOptions,
-    existing: _Published | None,
+    existing: Published | None,
     rejects_uri: str | None,
 ) -> TextScan:
     """First pass, rejections saved; a source without one valid document is an error."""
@@ -251,6 +166,7 @@ def ingest_texts(
     *,
     rejects_uri: str | None = None,
     record_rejects: bool = True,
+    spark: Any = None,
 ) -> TextIngestReport:
     """Bring the Lance dataset at ``dataset_uri`` up to date with the documents at ``texts_uri``.
 
@@ -267,6 +183,8 @@ def ingest_texts(
             in the report.
         record_rejects: Rewrite ``rejects_uri`` with this run's rejections; False leaves
             it as it is (a run that materializes ``text_lance`` without its quarantine).
+        spark: A SparkSession, or a function returning one (called only if the run scans
+            and writes on Spark, see ``options.engine``).
 
     Returns:
         A :class:`TextIngestReport`; the new version is a candidate until it is published.
@@ -278,9 +196,36 @@ def ingest_texts(
     """
     options = options or TextIngestOptions()
     storage = store.storage_options(dataset_uri)
+    base, existing = published_texts(dataset_uri, storage, options.full_rebuild)
+    files, _ = list_text_sources(store, texts_uri)
+    if options.use_spark(spark, sum(f.size for f in files)):
+        return ingest_texts_on_spark(
+            spark() if callable(spark) else spark,
+            store,
+            texts_uri,
+            dataset_uri,
+            options,
+            base=base,
+            existing=existing,
+            rejects_uri=rejects_uri if record_rejects else None,
+        )
+    rejects = rejects_uri if record_rejects else None
+    return _ingest_locally(store, texts_uri, dataset_uri, options, base, existing, rejects)
+
+
+def _ingest_locally(
+    store: ObjectStore,
+    texts_uri: str,
+    dataset_uri: str,
+    options: TextIngestOptions,
+    base: int | None,
+    existing: Published | None,
+    rejects_uri: str | None,
+) -> TextIngestReport:
+    """The local path of :func:`ingest_texts`: two passes in this process, one commit."""
+    storage = store.storage_options(dataset_uri)
     progress = Progress(log, "documents")
-    base, existing = _published_texts(dataset_uri, storage, options.full_rebuild)
-    scan = _scan(store, texts_uri, options, existing, rejects_uri if record_rejects else None)
+    scan = _scan(store, texts_uri, options, existing, rejects_uri)
     rebuild = existing is None or scan.num_slots > existing.num_slots
     num_slots = max(scan.num_slots, existing.num_slots if existing else 0)
     hashes = existing.hashes if existing else {}
@@ -336,7 +281,7 @@ def _rows_to_write(
     store: ObjectStore,
     scan: TextScan,
     options: TextIngestOptions,
-    existing: _Published | None,
+    existing: Published | None,
     dataset_uri: str,
     storage: dict[str, str],
     rebuild: bool,
@@ -355,7 +300,7 @@ def _rows_to_write(
     batches = iter_text_batches(store, scan, None, num_slots, options.batch_rows, progress)
     if existing is not None and missing and not options.delete_missing:
         # K grew: rewrite, but keep the rows whose documents left the source, as a merge would.
-        kept = _carry_rows(dataset_uri, storage, existing.version, missing, num_slots)
+        kept = carry_rows(dataset_uri, storage, existing.version, missing, num_slots)
         batches = itertools.chain(batches, kept)
     return batches
 
