@@ -75,8 +75,9 @@ def image_features(
         lance_io.open_dataset(layout.images, image_storage, report.image_version),
         model=MODEL_NAME,
         weights=weights.identity,
-        computed_ids=report.computed_ids,
         random_init=weights.random_init,
+        storage=out_storage,
+        spark=lambda: spark.spark_session,
     )
     return checked_lance_result(
         context,

@@ -64,9 +64,7 @@ def test_good_features_pass_every_check(tmp_path: Path, vectors: dict[str, np.nd
     images = _images(tmp_path, list(vectors))
     ds = _features(tmp_path, [(i, f"sha-{i}", v, WEIGHTS) for i, v in vectors.items()])
     found = _by_name(
-        checks.check_features(
-            ds, images, model=MODEL, weights=WEIGHTS, computed_ids=["a"], random_init=False
-        )
+        checks.check_features(ds, images, model=MODEL, weights=WEIGHTS, random_init=False)
     )
     assert list(found) == [
         "one_row_per_image",
@@ -96,9 +94,7 @@ def test_each_check_fails_with_its_evidence(tmp_path: Path, vectors: dict[str, n
         ],
     )
     found = _by_name(
-        checks.check_features(
-            ds, images, model=MODEL, weights=WEIGHTS, computed_ids=["d"], random_init=True
-        )
+        checks.check_features(ds, images, model=MODEL, weights=WEIGHTS, random_init=True)
     )
     rows = found["one_row_per_image"]
     assert not rows.passed and rows.blocking

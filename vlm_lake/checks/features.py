@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,6 @@ from vlm_lake.tables import lance_io, reads
 
 #: Up to this many rows the near-duplicate check compares every pair; above it, only the
 #: rows a run computed against all rows (an all-pairs pass costs rows^2 x 2048 x 2 flops).
-ALL_PAIRS_MAX_ROWS = 20_000
 
 ONE_ROW_PER_IMAGE = CheckSpec(
     "image_features",
@@ -45,10 +44,11 @@ def check_features(
     *,
     model: str,
     weights: str,
-    computed_ids: Sequence[str],
     random_init: bool,
     threshold: float = NEAR_DUPLICATE_COSINE,
     batch_rows: int = 1024,
+    storage: dict[str, str] | None = None,
+    spark: Callable[[], Any] | None = None,
 ) -> list[CheckOutcome]:
     """Checks of one ``image_features`` version (:data:`SPECS`).
 
@@ -57,11 +57,12 @@ def check_features(
         images: ``image_lance`` at the version the features were computed from.
         model: The model name every row must carry.
         weights: The weights identity every row must carry.
-        computed_ids: Rows the run computed (compared with every row for near-duplicates
-            when the table has more than :data:`ALL_PAIRS_MAX_ROWS` rows).
         random_init: Whether the weights are random (said in the near-duplicate evidence).
         threshold: Cosine similarity from which a pair is a near-duplicate.
         batch_rows: Rows per read while scanning the vectors.
+        storage: Lance storage options of ``ds`` (for the near-duplicate tasks).
+        spark: Returns a SparkSession: with a vector index, every image's near-duplicate
+            query runs in Spark tasks (see :mod:`vlm_lake.features.index_duplicates`).
 
     Returns:
         ``one_row_per_image``, ``features_finite`` and ``single_model`` (blocking) and
@@ -81,7 +82,7 @@ def check_features(
             f"every row computed by {model} with weights {weights}",
             {"other_models": others},
         ),
-        _near_duplicates(ds, table.num_rows, computed_ids, random_init, threshold),
+        _near_duplicates(ds, random_init, threshold, storage, spark),
     ]
 
 
@@ -132,19 +133,26 @@ def _features_finite(ds: Any, batch_rows: int) -> CheckOutcome:
 
 
 def _near_duplicates(
-    ds: Any, rows: int, computed_ids: Sequence[str], random_init: bool, threshold: float
+    ds: Any,
+    random_init: bool,
+    threshold: float,
+    storage: dict[str, str] | None,
+    spark: Callable[[], Any] | None,
 ) -> CheckOutcome:
+    """All pairs without a vector index (small tables: exact); else every image via it."""
+    from vlm_lake.features.index_duplicates import NEIGHBOURS, index_near_duplicates
     from vlm_lake.features.near_duplicates import near_duplicate_pairs
+    from vlm_lake.features.vector_index import has_vector_index
 
-    every_pair = rows <= ALL_PAIRS_MAX_ROWS
-    found = near_duplicate_pairs(
-        ds, query_ids=None if every_pair else list(computed_ids), threshold=threshold
-    )
-    scope = (
-        f"all pairs of {found.rows} images"
-        if every_pair
-        else f"the {found.queries} images this run computed against all {found.rows}"
-    )
+    if has_vector_index(ds, "features"):
+        found = index_near_duplicates(ds, threshold=threshold, storage=storage, spark=spark)
+        scope = (
+            f"every one of {found.rows} images against its {NEIGHBOURS - 1} nearest through "
+            "the vector index (exact cosine on the candidates)"
+        )
+    else:
+        found = near_duplicate_pairs(ds, threshold=threshold)
+        scope = f"all pairs of {found.rows} images"
     details: dict[str, Any] = {
         "compared": scope,
         "pairs": [{"image_a": a, "image_b": b, "cosine": c} for a, b, c in found.examples],

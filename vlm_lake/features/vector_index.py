@@ -104,6 +104,11 @@ def _vector_index(ds: lance.LanceDataset, column: str) -> Any | None:
     return None
 
 
+def has_vector_index(ds: lance.LanceDataset, column: str) -> bool:
+    """Whether ``column`` of ``ds`` has a vector index."""
+    return _vector_index(ds, column) is not None
+
+
 def _index_facts(ds: lance.LanceDataset, index: Any) -> dict[str, Any]:
     """Return type, partitions, sub-vectors, metric and unindexed rows of a vector index."""
     os.environ.setdefault(_CENTROIDS_ENV, "false")
