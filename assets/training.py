@@ -17,9 +17,10 @@ from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
 from vlm_lake.checks import blocking_failures
 from vlm_lake.checks.training_shards import check_training_export
+from vlm_lake.spark.engine import check_engine
 from vlm_lake.training.export_json import preview_records
 from vlm_lake.training.manifest import manifest_uri
-from vlm_lake.training.sharded_export import check_engine, export_sharded, publish_export
+from vlm_lake.training.sharded_export import export_sharded, publish_export
 from vlm_lake.training.shards import SHARD_TARGET_BYTES
 
 
@@ -67,7 +68,7 @@ def training_json(
     """Export the shards, check them, and promote the file only if every check passes."""
     layout = lake.layout()
     store = object_store.store()
-    check_engine(config.engine, spark)
+    check_engine(config.engine)
 
     def session() -> Any:  # started only when shards go to Spark
         return spark.spark_session

@@ -215,7 +215,7 @@ def test_spark_tasks_write_and_check_the_shards(
         local_store, run.candidate, run.manifest, 30, spark=lambda: spark
     )
     assert all(o.passed for o in outcomes), outcomes
-    with pytest.raises(ValueError, match="engine='spark' needs a SparkSession"):
+    with pytest.raises(ValueError, match="engine='spark' needs a Spark session"):
         export_sharded(local_store, mm, out, version=None, engine="spark")
     with pytest.raises(ValueError, match="engine='gpu' is not allowed"):
         export_sharded(local_store, mm, out, version=None, engine="gpu")

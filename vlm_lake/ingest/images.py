@@ -28,6 +28,7 @@ from vlm_lake.ingest.quarantine import (
     write_rejections,
 )
 from vlm_lake.ingest.spark_plan import SparkPlan
+from vlm_lake.spark.engine import check_engine, use_spark
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables import lance_io, publish
 from vlm_lake.tables.contracts import IMAGE_SCHEMA, REJECTED_IMAGES_SCHEMA
@@ -35,8 +36,6 @@ from vlm_lake.tables.layout import IMAGES_LAYOUT
 from vlm_lake.util.progress import Progress
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("auto", "local", "spark")
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,7 @@ class ImageIngestOptions:
 
     def __post_init__(self) -> None:
         check_on_bad_input(self.on_bad_input)
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine={self.engine!r} is not allowed; expected one of {ENGINES}")
+        check_engine(self.engine)
         if self.objects_per_task < 1:
             raise ValueError(f"objects_per_task={self.objects_per_task!r} must be at least 1")
 
@@ -91,11 +89,7 @@ class ImageIngestOptions:
         Raises:
             ValueError: ``engine="spark"`` without a Spark session.
         """
-        if self.engine == "spark" and spark is None:
-            raise ValueError("engine='spark' needs a Spark session (spark=...); got None")
-        if self.engine == "auto":
-            return spark is not None and downloads >= self.spark_min_objects
-        return self.engine == "spark"
+        return use_spark(self.engine, spark, downloads, self.spark_min_objects)
 
 
 @dataclass(frozen=True)

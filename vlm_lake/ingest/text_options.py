@@ -8,9 +8,8 @@ from typing import Any
 from vlm_lake.ingest.changes import IngestReport
 from vlm_lake.ingest.quarantine import check_on_bad_input
 from vlm_lake.ingest.text_units import SPLIT_BYTES
+from vlm_lake.spark.engine import check_engine, use_spark
 from vlm_lake.tables.contracts import MAX_IMAGE_SLOTS
-
-ENGINES = ("auto", "local", "spark")
 
 
 @dataclass(frozen=True)
@@ -62,8 +61,7 @@ class TextIngestOptions:
         check_on_bad_input(self.on_bad_input)
         if self.max_image_slots < 1:
             raise ValueError(f"max_image_slots={self.max_image_slots!r} must be at least 1")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine={self.engine!r} is not allowed; expected one of {ENGINES}")
+        check_engine(self.engine)
 
     def use_spark(self, spark: Any, source_bytes: int) -> bool:
         """Whether this run scans and writes on Spark (see ``engine``).
@@ -71,8 +69,4 @@ class TextIngestOptions:
         Raises:
             ValueError: ``engine="spark"`` without a Spark session.
         """
-        if self.engine == "spark" and spark is None:
-            raise ValueError("engine='spark' needs a Spark session (spark=...); got None")
-        if self.engine == "auto":
-            return spark is not None and source_bytes >= self.spark_min_bytes
-        return self.engine == "spark"
+        return use_spark(self.engine, spark, source_bytes, self.spark_min_bytes)

@@ -66,13 +66,17 @@ def file_records(store: ObjectStore, info: ObjectInfo) -> Iterator[tuple[int | N
 def _json_lines(text: str, info: ObjectInfo) -> Iterator[tuple[int | None, Any]]:
     # split("\n"), not splitlines(): U+2028 and friends are legal inside JSON strings.
     for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            problem = f"invalid JSON Lines record: {exc.msg} (column {exc.colno})"
-            yield lineno, InvalidDocumentError(info.uri, problem, line=lineno, stage="parse")
+        if line.strip():
+            yield lineno, parse_json_line(line, lineno, info.uri)
+
+
+def parse_json_line(line: str, lineno: int, uri: str) -> Any:
+    """One JSON Lines record, or the :class:`InvalidDocumentError` saying why it is not."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        problem = f"invalid JSON Lines record: {exc.msg} (column {exc.colno})"
+        return InvalidDocumentError(uri, problem, line=lineno, stage="parse")
 
 
 def record_slots(record: dict[str, Any]) -> dict[int, Any]:

@@ -10,12 +10,11 @@ file-wide numbers the local path reports.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from vlm_lake.errors import InvalidDocumentError
-from vlm_lake.ingest.text_records import JSON_LINES_SUFFIXES, file_records
+from vlm_lake.ingest.text_records import JSON_LINES_SUFFIXES, file_records, parse_json_line
 from vlm_lake.store.object_info import ObjectInfo
 from vlm_lake.store.object_store import ObjectStore
 
@@ -118,13 +117,8 @@ def unit_records(
             problem = f"not UTF-8 text ({exc})"
             yield lineno, InvalidDocumentError(unit.uri, problem, line=lineno, stage="read")
             continue
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            problem = f"invalid JSON Lines record: {exc.msg} (column {exc.colno})"
-            yield lineno, InvalidDocumentError(unit.uri, problem, line=lineno, stage="parse")
+        if line.strip():
+            yield lineno, parse_json_line(line, lineno, unit.uri)
 
 
 def offsets(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vlm_lake.spark.engine import use_spark
 from vlm_lake.spark.unit_job import map_units
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.store.settings import StoreSettings
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 #: ``engine="auto"`` writes shards on Spark from this many shards to write.
 SPARK_FROM_SHARDS = 8
-ENGINES = ("auto", "local", "spark")
 
 
 @dataclass(frozen=True)
@@ -113,23 +113,8 @@ def _write_shards(
     return [ShardInfo(**r) for r in bounded_parallel_map(write, todo, workers=workers)]
 
 
-def check_engine(engine: str, spark: Callable[[], Any] | None) -> None:
-    """Refuse an unknown engine, or ``spark`` without a session.
-
-    Raises:
-        ValueError: Names the engine and what is allowed.
-    """
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r} is not allowed; expected one of {ENGINES}")
-    if engine == "spark" and spark is None:
-        raise ValueError("engine='spark' needs a SparkSession; pass spark=... or engine='local'")
-
-
 def _engine(engine: str, spark: Callable[[], Any] | None, shards_to_write: int) -> str:
-    check_engine(engine, spark)
-    if engine == "auto":
-        return "spark" if spark is not None and shards_to_write >= SPARK_FROM_SHARDS else "local"
-    return engine
+    return "spark" if use_spark(engine, spark, shards_to_write, SPARK_FROM_SHARDS) else "local"
 
 
 def export_sharded(
