@@ -14,6 +14,8 @@ Rows (ratio > 1 means ours is better; the targets are for 2 cores):
   show why large listings do not take it.
 * ``scale: training export after 1% of documents changed, full vs incremental``: see
   :mod:`benchmarks.scale_export`; target >= 10.
+* ``scale: full materialization, seconds per 1k images, 10k vs 100k images``: see
+  :mod:`benchmarks.scale_pipeline`; target >= 0.8.
 
 Not in the default run: ``python -m benchmarks --only scale``.
 """
@@ -30,6 +32,7 @@ from typing import Any
 from benchmarks.common import Context, Row, row
 from benchmarks.s3 import moto_server, settings
 from benchmarks.scale_export import export_rows
+from benchmarks.scale_pipeline import pipeline_rows
 
 log = logging.getLogger("benchmarks.scale")
 
@@ -167,6 +170,7 @@ def run(ctx: Context) -> list[Row]:
     staged_large = _spark_planning_peak_bytes(ctx, 1_000_000)
     return [
         *export_rows(ctx),
+        *pipeline_rows(ctx),
         row(
             "scale: ingest planning, driver peak memory, 10k vs 1M keys",
             staged_large / 1e6,

@@ -69,7 +69,7 @@ class FindPairs:
             "metric": "cosine",
             "minimum_nprobes": self.nprobes,
         }
-        found = ds.to_table(columns=[self.key, self.column], nearest=nearest)
+        found = ds.to_table(columns=[self.key, self.column, "_distance"], nearest=nearest)
         candidates, ok = unit_rows(found.column(self.column).combine_chunks(), dim)
         cosines = candidates.numpy() @ query  # exact, from the stored vectors
         for other, cosine, good in zip(
