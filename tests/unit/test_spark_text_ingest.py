@@ -162,23 +162,16 @@ def test_spark_ingest_k_growth_delete_missing_and_strict(
     assert on_spark.deleted == local.deleted == 1
     assert _table(str(tmp_path / "spark.lance")) == _table(str(tmp_path / "local.lance"))
     (src / "notes.txt").unlink()
+
+    def strict() -> None:
+        options = replace(SPARK, on_bad_input="fail")
+        ingest_texts(local_store, str(src), str(tmp_path / "s.lance"), options, spark=lambda: spark)
+
     with pytest.raises(InvalidDocumentError, match="record #2 has docid=7 of type int"):
-        ingest_texts(
-            local_store,
-            str(src),
-            str(tmp_path / "strict.lance"),
-            replace(SPARK, on_bad_input="fail"),
-            spark=lambda: spark,
-        )
+        strict()
     lines = (src / "b_big.jsonl").read_text().split("\n")
     kept = [ln for ln in lines if ln and not ln.startswith("{not") and '"   "' not in ln]
     (src / "b_big.jsonl").write_text("\n".join(kept))
     (src / "a_array.json").write_text(json.dumps([_doc(100)]))
     with pytest.raises(DuplicateKeyError, match="'d003' appears twice"):
-        ingest_texts(
-            local_store,
-            str(src),
-            str(tmp_path / "strict.lance"),
-            replace(SPARK, on_bad_input="fail"),
-            spark=lambda: spark,
-        )
+        strict()
