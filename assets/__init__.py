@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from assets.features import image_features
 from assets.ingest import ingest_images_asset, ingest_texts_asset
+from assets.llamafactory import training_llamafactory
 from assets.multimodal import multimodal_lance
 from assets.training import training_json
 
@@ -12,6 +13,7 @@ ALL_ASSETS = [
     ingest_texts_asset,
     multimodal_lance,
     training_json,
+    training_llamafactory,
     image_features,
 ]
 
@@ -22,4 +24,5 @@ __all__ = [
     "ingest_texts_asset",
     "multimodal_lance",
     "training_json",
+    "training_llamafactory",
 ]

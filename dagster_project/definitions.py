@@ -23,8 +23,8 @@ from dagster_project.settings import build_resources
 vlm_lake_job = define_asset_job(
     "vlm_lake_job",
     selection=AssetSelection.all(),
-    description="Raw uploads -> images/texts Lance -> multimodal Lance (Spark) -> training JSON, "
-    "and images -> ResNet-50 features (Spark).",
+    description="Raw uploads -> images/texts Lance -> multimodal Lance (Spark) -> training JSON "
+    "and the LLaMA-Factory folder, and images -> ResNet-50 features (Spark).",
 )
 
 #: Evaluates the downstream assets' automation conditions (``assets/automation.py``): an
@@ -34,8 +34,8 @@ follow_upstream_sensor = AutomationConditionSensorDefinition(
     "follow_upstream_sensor",
     target=AssetSelection.all(),
     minimum_interval_seconds=30,
-    description="Materializes multimodal_lance, training_json and image_features after their "
-    "inputs updated and passed their blocking checks.",
+    description="Materializes multimodal_lance, training_json, training_llamafactory and "
+    "image_features after their inputs updated and passed their blocking checks.",
 )
 
 defs = Definitions(

@@ -143,7 +143,7 @@ def _summary(
     _out(f"  raw texts  : {lake.raw_texts_uri}")
     _out(f"  Dagster    : DAGSTER_HOME={home}  (make dev shows this run and its full log)")
     _out()
-    _out(f"{'dataset':<20} {'rows':>6} {'version':>8} {'published':>10}  uri")
+    _out(f"{'dataset':<22} {'rows':>6} {'version':>8} {'published':>10}  uri")
     for name in (
         "image_lance",
         "rejected_images",
@@ -151,18 +151,19 @@ def _summary(
         "rejected_documents",
         "multimodal_lance",
         "training_json",
+        "training_llamafactory",
         "image_features",
     ):
         meta = written[name]
         version = meta["lance/version"].value if "lance/version" in meta else "-"
-        if name == "training_json":
+        if name in ("training_json", "training_llamafactory"):
             published = "yes" if meta["published"].value else "no"
         elif "lance/published_version" in meta:
             published = meta["lance/published_version"].value
         else:
             published = "-"  # the quarantine tables are not gated
         rows, uri = meta["dagster/row_count"].value, meta["dagster/uri"].value
-        _out(f"{name:<20} {rows:>6} {version:>8} {published:>10}  {uri}")
+        _out(f"{name:<22} {rows:>6} {version:>8} {published:>10}  {uri}")
 
     from torch.utils.data import DataLoader
 

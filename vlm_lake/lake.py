@@ -53,6 +53,11 @@ class LakeLayout:
         return uris.join(self.root, "training_data.json")
 
     @property
+    def llamafactory(self) -> str:
+        """``llamafactory/``: the LLaMA-Factory dataset folder (images, records, info)."""
+        return uris.join(self.root, "llamafactory")
+
+    @property
     def rejected_images(self) -> str:
         """``rejected_images.lance``: image objects that were quarantined, with the reason."""
         return uris.join(self.root, "rejected_images.lance")

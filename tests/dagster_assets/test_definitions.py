@@ -18,6 +18,7 @@ def test_assets_and_lineage() -> None:
         "rejected_documents",
         "multimodal_lance",
         "training_json",
+        "training_llamafactory",
         "image_features",
     }
     parents = {
@@ -30,6 +31,7 @@ def test_assets_and_lineage() -> None:
         "rejected_documents": set(),
         "multimodal_lance": {"image_lance", "text_lance"},
         "training_json": {"multimodal_lance"},
+        "training_llamafactory": {"multimodal_lance"},
         "image_features": {"image_lance"},
     }
 
@@ -108,6 +110,10 @@ def test_checks_guarding_training_are_blocking() -> None:
         ("training_json", "record_count_matches"): True,
         ("training_json", "images_decode"): True,
         ("training_json", "shards_match_manifest"): True,
+        ("training_llamafactory", "record_count_matches"): True,
+        ("training_llamafactory", "tokens_match_images"): True,
+        ("training_llamafactory", "image_paths_exist"): True,
+        ("training_llamafactory", "images_match_sha256"): True,
         ("image_features", "one_row_per_image"): True,
         ("image_features", "features_finite"): True,
         ("image_features", "single_model"): True,

@@ -109,9 +109,16 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     assert len(set(lines)) == len(lines), "a line was printed twice"
     for noise in ("alembic", "No existing dataset", "fork-safe", "Setting default log level"):
         assert noise not in out + proc.stderr, noise
-    steps = [line.split()[1] for line in out.splitlines() if re.match(r"\[\d/5\] ", line)]
+    steps = [line.split()[1] for line in out.splitlines() if re.match(r"\[\d/6\] ", line)]
     assert sorted(steps) == sorted(
-        ["ingest_images", "ingest_texts", "multimodal_lance", "training_json", "image_features"]
+        [
+            "ingest_images",
+            "ingest_texts",
+            "multimodal_lance",
+            "training_json",
+            "training_llamafactory",
+            "image_features",
+        ]
     )
     assert out.count("RESNET50_WEIGHTS is not set") == 1  # said plainly, once
     assert "Pipeline finished" in out
@@ -125,6 +132,8 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     assert rows["rejected_images"][0] == "0"
     assert rows["multimodal_lance"] == ["4", "2", "2"]
     assert rows["training_json"] == ["4", "-", "yes"]
+    assert rows["training_llamafactory"] == ["4", "-", "yes"]
+    assert (tmp_path / "lake" / "llamafactory" / "dataset_info.json").is_file()
     assert rows["image_features"] == ["4", "1", "1"]
     assert "weights random-init" in out and "4 computed in" in out
 

@@ -1,4 +1,4 @@
-r"""Assemble the training JSON from its shards: concatenation, and then ``\n]\n``.
+r"""Assemble an export from its shards: concatenation, and then the file's tail.
 
 Locally the shard files are copied one after another into a temporary file that is
 renamed into place. On S3 the object is a multipart upload whose parts are copied server
@@ -25,10 +25,7 @@ from vlm_lake.store.errors import (
     store_error,
 )
 from vlm_lake.store.object_store import ObjectStore
-from vlm_lake.training.shards import TAIL
-
-#: An export of no records is ``[`` and the tail: ``[\n]\n`` as the single stream writes it.
-EMPTY_HEAD = b"["
+from vlm_lake.training.shards import ALPACA, RecordFormat
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +56,17 @@ class Part:
     Attributes:
         pieces: Shard byte ranges, in order.
         copy: True for a server-side copy of its single piece.
-        tail: Whether the closing ``\n]\n`` follows the pieces (the last part only).
+        tail: Bytes uploaded after the pieces: the file's tail (the last part only).
     """
 
     pieces: list[Piece] = field(default_factory=list)
     copy: bool = False
-    tail: bool = False
+    tail: bytes = b""
 
     @property
     def size(self) -> int:
         """Bytes in the part."""
-        return sum(p.size for p in self.pieces) + (len(TAIL) if self.tail else 0)
+        return sum(p.size for p in self.pieces) + len(self.tail)
 
 
 def _copy_parts(shard: int, start: int, stop: int, max_part: int) -> list[Part]:
@@ -80,12 +77,16 @@ def _copy_parts(shard: int, start: int, stop: int, max_part: int) -> list[Part]:
 
 
 def plan_parts(
-    sizes: Sequence[int], *, min_part: int = MIN_PART, max_part: int = MAX_PART
+    sizes: Sequence[int],
+    *,
+    min_part: int = MIN_PART,
+    max_part: int = MAX_PART,
+    tail: bytes = ALPACA.tail,
 ) -> list[Part]:
     """The parts of the assembled object, for shards of ``sizes`` bytes, in order.
 
     Every part but the last holds at least ``min_part`` bytes and at most ``max_part``;
-    the last one uploads what is left of the shards and the closing bracket. A shard of at
+    the last one uploads what is left of the shards and the file's ``tail``. A shard of at
     least ``min_part`` bytes is copied; smaller ones are gathered into uploaded parts, and
     when such a run ends at a large shard, the first bytes of that shard complete the part.
 
@@ -113,7 +114,7 @@ def plan_parts(
             parts.extend(_copy_parts(index, start, size, max_part))
         elif size > start:
             pending.pieces.append(Piece(index, start, size))
-    pending.tail = True
+    pending.tail = tail
     parts.append(pending)
     if len(parts) > MAX_PARTS:
         raise ValueError(
@@ -141,7 +142,11 @@ class AssemblyReport:
 
 
 def assemble(
-    store: ObjectStore, shard_uris: Sequence[str], sizes: Sequence[int], out_uri: str
+    store: ObjectStore,
+    shard_uris: Sequence[str],
+    sizes: Sequence[int],
+    out_uri: str,
+    fmt: RecordFormat = ALPACA,
 ) -> AssemblyReport:
     r"""Write ``out_uri`` as the shards concatenated, then ``\n]\n`` (atomically).
 
@@ -150,19 +155,20 @@ def assemble(
         shard_uris: The shard files, in file order (the first is the head shard).
         sizes: Their sizes in bytes.
         out_uri: The assembled file.
+        fmt: The record format (its tail, and the file when there is no shard).
     """
-    total = sum(sizes) + len(TAIL) + (0 if shard_uris else len(EMPTY_HEAD))
     if not shard_uris:
-        store.write_bytes(out_uri, EMPTY_HEAD + TAIL)
-        return AssemblyReport(total, 0, total, 0)
+        store.write_bytes(out_uri, fmt.empty)
+        return AssemblyReport(len(fmt.empty), 0, len(fmt.empty), 0)
+    total = sum(sizes) + len(fmt.tail)
     if not uris.is_remote(uris.normalize(out_uri)):
         with store.open_atomic_writer(out_uri) as out:
             for uri in shard_uris:
                 with store.open_read(uri) as src:
                     shutil.copyfileobj(src, out, 1024 * 1024)
-            out.write(TAIL)
+            out.write(fmt.tail)
         return AssemblyReport(total, sum(sizes), 0, 0)
-    parts = plan_parts(sizes)
+    parts = plan_parts(sizes, tail=fmt.tail)
     _S3Assembly(store, shard_uris, out_uri).run(parts)
     uploaded = sum(p.size for p in parts if not p.copy)
     return AssemblyReport(total, total - uploaded, uploaded, len(parts))
@@ -200,7 +206,7 @@ class _S3Assembly:
                 CopySourceRange=f"bytes={piece.start}-{piece.stop - 1}",
             )
             return {"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]}
-        body = b"".join(self._read(p) for p in part.pieces) + (TAIL if part.tail else b"")
+        body = b"".join(self._read(p) for p in part.pieces) + part.tail
         resp = self._call(
             "UploadPart", "upload_part", UploadId=self.upload_id, PartNumber=number, Body=body
         )

@@ -22,11 +22,14 @@ MANIFEST_FORMAT = "vlm-lake/training-json-manifest/1"
 
 
 def _stem(out_uri: str) -> str:
-    return out_uri[: -len(".json")] if out_uri.endswith(".json") else out_uri
+    for suffix in (".jsonl", ".json"):
+        if out_uri.endswith(suffix):
+            return out_uri[: -len(suffix)]
+    return out_uri
 
 
 def manifest_uri(out_uri: str) -> str:
-    """``training_data.json`` -> ``training_data.manifest.json``."""
+    """``training_data.json`` -> ``training_data.manifest.json`` (``.jsonl`` likewise)."""
     return _stem(out_uri) + ".manifest.json"
 
 
@@ -70,6 +73,7 @@ class ExportManifest:
         expected_records: int,
         shards: Sequence[ShardInfo],
         size: int,
+        shard_format: str = SHARD_FORMAT,
     ) -> ExportManifest:
         """The manifest of an export; checks that the shards hold every document once.
 
@@ -90,14 +94,10 @@ class ExportManifest:
             records,
             sum(s.images for s in shards),
             size,
-            SHARD_FORMAT,
+            shard_format,
             tuple(shards),
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-
-    def shard_format_current(self) -> bool:
-        """Whether the shards use today's record format (else none is reused)."""
-        return self.shard_format == SHARD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""

@@ -27,7 +27,9 @@ from vlm_lake.training.assemble import AssemblyReport, assemble
 from vlm_lake.training.export_json import promote, staging_uri
 from vlm_lake.training.manifest import ExportManifest, manifest_uri, read_manifest, shards_root
 from vlm_lake.training.shards import (
+    ALPACA,
     SHARD_TARGET_BYTES,
+    RecordFormat,
     ShardInfo,
     ShardUnit,
     plan_shards,
@@ -75,18 +77,20 @@ class _WriteShard:
     multimodal_uri: str
     version: int
     root: str
+    fmt: RecordFormat
 
     def __call__(self, unit: ShardUnit) -> dict[str, Any]:
         store = ObjectStore(self.settings)
-        return write_shard(store, self.multimodal_uri, self.version, unit, self.root).to_dict()
+        info = write_shard(store, self.multimodal_uri, self.version, unit, self.root, self.fmt)
+        return info.to_dict()
 
 
-def _reusable(store: ObjectStore, out_uri: str) -> dict[str, ShardInfo]:
+def _reusable(store: ObjectStore, out_uri: str, fmt: RecordFormat) -> dict[str, ShardInfo]:
     """Shards an earlier export listed (published or candidate) whose files still exist."""
     known: dict[str, ShardInfo] = {}
     for uri in (staging_uri(manifest_uri(out_uri)), manifest_uri(out_uri)):
         previous = read_manifest(store, uri)
-        if previous is not None and previous.shard_format_current():
+        if previous is not None and previous.shard_format == fmt.name:
             known.update({s.name: s for s in previous.shards})
     if not known:
         return {}
@@ -105,8 +109,9 @@ def _write_shards(
     multimodal_uri: str,
     version: int,
     root: str,
+    fmt: RecordFormat,
 ) -> list[ShardInfo]:
-    write = _WriteShard(store.settings, multimodal_uri, version, root)
+    write = _WriteShard(store.settings, multimodal_uri, version, root, fmt)
     if spark is not None:
         return [ShardInfo(**r) for r in map_units(spark, write, todo)]
     workers = max(1, min(len(todo), os.cpu_count() or 1))
@@ -126,6 +131,7 @@ def export_sharded(
     engine: str = "auto",
     version: int | str | None = "published",
     target_bytes: int = SHARD_TARGET_BYTES,
+    fmt: RecordFormat = ALPACA,
 ) -> ShardedExport:
     """Write the training JSON's candidate from shards, rewriting only changed ones.
 
@@ -140,6 +146,7 @@ def export_sharded(
             session is given), ``local`` (a thread pool) or ``spark``.
         version: Version or tag of the multimodal dataset (default: the published one).
         target_bytes: About how many bytes one shard holds.
+        fmt: The record format (default: the seed's alpaca JSON array).
 
     Returns:
         A :class:`ShardedExport`; nothing is published yet.
@@ -147,8 +154,8 @@ def export_sharded(
     started = time.perf_counter()
     storage = store.storage_options(multimodal_uri)
     ds = publish.open_version(multimodal_uri, storage, version)
-    units = plan_shards(ds, target_bytes)
-    reusable = _reusable(store, out_uri)
+    units = plan_shards(ds, target_bytes, fmt)
+    reusable = _reusable(store, out_uri, fmt)
     todo = [u for u in units if u.name not in reusable]
     chosen = _engine(engine, spark, len(todo))
     log.info(
@@ -169,15 +176,16 @@ def export_sharded(
             multimodal_uri,
             ds.version,
             root,
+            fmt,
         )
     }
     shards = [written.get(u.name) or reusable[u.name] for u in units]
     candidate = staging_uri(out_uri)
     assembly = assemble(
-        store, [shard_uri(root, s.name) for s in shards], [s.bytes for s in shards], candidate
+        store, [shard_uri(root, s.name) for s in shards], [s.bytes for s in shards], candidate, fmt
     )
     manifest = ExportManifest.build(
-        out_uri, multimodal_uri, ds.version, ds.count_rows(), shards, assembly.bytes
+        out_uri, multimodal_uri, ds.version, ds.count_rows(), shards, assembly.bytes, fmt.name
     )
     manifest.write(store, staging_uri(manifest_uri(out_uri)))
     return ShardedExport(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from vlm_lake.training.export_json import format_record
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the record format changes, so that no older shard is reused.
+#: Bumped whenever the alpaca record format changes, so that no older shard is reused.
 SHARD_FORMAT = "alpaca-hex/1"
 
 #: A shard holds about this many bytes of JSON (estimated from the fragment's file sizes;
@@ -46,6 +46,36 @@ DEFAULT_SHARD_ROWS = 1000
 HEAD = b"[\n"
 SEPARATOR = b",\n"
 TAIL = b"\n]\n"
+
+
+class RecordFormat:
+    """How records are framed in a file assembled from shards, and how one is encoded.
+
+    The file is ``head`` + record + (``separator`` + record)* + ``tail``, or ``empty``
+    when there is no record. :meth:`encoder` runs where the shard is written (a Spark
+    task or a thread) and may write files beside the records (the LLaMA-Factory images).
+
+    Attributes:
+        name: Goes into every shard's name: change it when the bytes change.
+        head: Before the file's first record.
+        separator: Before every other record.
+        tail: After the last record.
+        empty: The whole file when there is no record.
+        size_factor: Bytes of output per byte of stored image (hex: 2), for shard sizes.
+    """
+
+    name = SHARD_FORMAT
+    head, separator, tail, empty = HEAD, SEPARATOR, TAIL, b"[\n]\n"
+    size_factor = 2.0
+
+    def encoder(self, store: ObjectStore) -> Callable[[str, list[bytes | None]], bytes]:
+        """The function that turns one document into its record's bytes (no framing)."""
+        del store  # the alpaca records carry their images as hex
+        return lambda text, images: format_record(text, images).encode("utf-8")
+
+
+#: The seed's alpaca-style JSON array with images as hex.
+ALPACA = RecordFormat()
 
 
 @dataclass(frozen=True)
@@ -116,18 +146,20 @@ def _live_rows(fragment: Any, meta: dict[str, Any]) -> int:
     return int(fragment.count_rows())
 
 
-def _rows_per_shard(meta: dict[str, Any], target_bytes: int) -> int:
+def _rows_per_shard(meta: dict[str, Any], target_bytes: int, factor: float) -> int:
     sizes = [f.get("file_size_bytes") for f in meta.get("files", [])]
     physical = int(meta.get("physical_rows") or 0)
     if not sizes or None in sizes or physical == 0:
         return DEFAULT_SHARD_ROWS
-    per_row = 2 * sum(sizes) / physical + 64  # hex doubles the bytes; JSON adds a little
+    per_row = factor * sum(sizes) / physical + 64  # the records' overhead: a little JSON
     return max(1, int(target_bytes // per_row))
 
 
-def _name(meta: dict[str, Any], offset: int, rows: int, head: bool, columns: list[str]) -> str:
+def _name(
+    meta: dict[str, Any], offset: int, rows: int, head: bool, columns: list[str], fmt: str
+) -> str:
     identity = {
-        "format": SHARD_FORMAT,
+        "format": fmt,
         "fragment": meta,
         "offset": offset,
         "rows": rows,
@@ -137,7 +169,9 @@ def _name(meta: dict[str, Any], offset: int, rows: int, head: bool, columns: lis
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def plan_shards(ds: Any, target_bytes: int = SHARD_TARGET_BYTES) -> list[ShardUnit]:
+def plan_shards(
+    ds: Any, target_bytes: int = SHARD_TARGET_BYTES, fmt: RecordFormat = ALPACA
+) -> list[ShardUnit]:
     """The shards of one version of ``multimodal_lance``, in file order.
 
     Reads fragment metadata only (no rows): the driver's work grows with the number of
@@ -146,6 +180,7 @@ def plan_shards(ds: Any, target_bytes: int = SHARD_TARGET_BYTES) -> list[ShardUn
     Args:
         ds: The dataset, pinned to the version being exported.
         target_bytes: About how many bytes of JSON one shard holds (a positive number).
+        fmt: The record format (part of every shard's name).
     """
     if target_bytes < 1:
         raise ValueError(f"target_bytes={target_bytes!r} must be a positive number of bytes")
@@ -154,11 +189,11 @@ def plan_shards(ds: Any, target_bytes: int = SHARD_TARGET_BYTES) -> list[ShardUn
     for fragment in ds.get_fragments():
         meta = fragment.metadata.to_json()
         live = _live_rows(fragment, meta)
-        step = _rows_per_shard(meta, target_bytes)
+        step = _rows_per_shard(meta, target_bytes, fmt.size_factor)
         for offset in range(0, live, step):
             rows = min(step, live - offset)
             head = not units
-            name = _name(meta, offset, rows, head, columns)
+            name = _name(meta, offset, rows, head, columns, fmt.name)
             units.append(ShardUnit(fragment.fragment_id, offset, rows, head, name))
     return units
 
@@ -183,6 +218,7 @@ def write_shard(
     version: int,
     unit: ShardUnit,
     root: str,
+    fmt: RecordFormat = ALPACA,
 ) -> ShardInfo:
     """Write one shard (atomically: a failed write leaves no file) and describe it.
 
@@ -194,12 +230,13 @@ def write_shard(
     """
     ds = lance_io.open_dataset(multimodal_uri, store.storage_options(multimodal_uri), version)
     columns = export_columns(ds.schema)
+    encode = fmt.encoder(store)
     digest = hashlib.sha256()
     records = images = size = 0
     with store.open_atomic_writer(shard_uri(root, unit.name)) as out:
         for text, imgs in _records(ds, unit, columns):
-            lead = HEAD if unit.head and records == 0 else SEPARATOR
-            data = lead + format_record(text, imgs).encode("utf-8")
+            lead = fmt.head if unit.head and records == 0 else fmt.separator
+            data = lead + encode(text, imgs)
             out.write(data)
             digest.update(data)
             size += len(data)
