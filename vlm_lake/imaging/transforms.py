@@ -165,3 +165,34 @@ def normalize_batch(
         )
     x = to_float(batch, device=device, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+#: How an image becomes ``size x size``: ``squash`` (the seed's resize to the square,
+#: aspect ratio lost), ``pad`` (the longer side to ``size``, centred on black) or ``crop``
+#: (the shorter side to ``size``, the centre cut out).
+RESIZE_MODES: tuple[str, ...] = ("squash", "pad", "crop")
+
+
+def fit_square(image: Image.Image, size: int, mode: str) -> Image.Image:
+    """Resize an RGB image to ``size x size`` by ``mode`` (bilinear, see :data:`RESIZE_MODES`).
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`RESIZE_MODES`.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize={mode!r} is not allowed; expected one of {RESIZE_MODES}")
+    width, height = image.size
+    if mode == "squash":
+        return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+    if mode == "pad":
+        scale = size / max(width, height)
+        new = (max(1, round(width * scale)), max(1, round(height * scale)))
+        canvas = Image.new("RGB", (size, size))
+        canvas.paste(
+            image.resize(new, Image.BILINEAR), ((size - new[0]) // 2, (size - new[1]) // 2)
+        )
+        return canvas
+    scale = size / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return image.resize(new, Image.BILINEAR).crop((left, top, left + size, top + size))

@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from vlm_lake.imaging.decode import decode_rgb
-from vlm_lake.imaging.transforms import to_float
+from vlm_lake.imaging.transforms import RESIZE_MODES, fit_square, to_float
 from vlm_lake.tables import lance_io, publish
 from vlm_lake.tables.contracts import image_columns, image_id_columns
 from vlm_lake.training.shm_transport import (
@@ -70,9 +70,15 @@ class _Batch(Sequence[Sample]):
     """
 
     def __init__(
-        self, texts: list[str], pixels: torch.Tensor, to_float: bool, buffer: Buffer | None
+        self,
+        texts: list[str],
+        pixels: torch.Tensor,
+        to_float: bool,
+        buffer: Buffer | None,
+        text_batch: Any = None,
     ) -> None:
         self.texts = texts
+        self.text_batch = text_batch
         self.pixels = pixels
         self.to_float = to_float
         self.buffer = buffer
@@ -111,11 +117,13 @@ def collate(samples: Sequence[Sample]) -> list[Any]:
         samples: ``(text, images)`` pairs.
 
     Returns:
-        ``[texts, images]``: the tuple of texts and the ``[B, K, 3, H, W]`` images.
+        ``[texts, images]``: the tuple of texts (or what the dataset's ``text_transform``
+        made of the batch's texts, e.g. a tokenizer's tensors) and the ``[B, K, 3, H, W]``
+        images.
     """
     if not isinstance(samples, _Batch):
         return default_collate(samples)
-    texts = tuple(samples.texts)
+    texts = tuple(samples.texts) if samples.text_batch is None else samples.text_batch
     if samples.buffer is not None:
         samples.buffer.shipped = True
         return [texts, Shipment(samples.buffer, tuple(samples.pixels.shape), samples.to_float)]
@@ -149,6 +157,11 @@ class VLMDataset(Dataset[Sample]):
             before the bilinear resize: several times faster on large photos, and within
             a few levels of the full decode (see ``decode_rgb(draft_min=...)``). Smaller
             sources and other formats are decoded in full either way.
+        resize: How each image becomes ``image_size`` square: ``squash`` (the seed's
+            resize, aspect ratio lost), ``pad`` (keep the aspect ratio, centre on black)
+            or ``crop`` (shorter side to ``image_size``, centre crop); bilinear.
+        text_transform: Called with the list of a batch's texts (a tokenizer); its result
+            replaces the texts in what :func:`collate` returns.
     """
 
     def __init__(
@@ -161,7 +174,17 @@ class VLMDataset(Dataset[Sample]):
         transform: Callable[[Any], torch.Tensor] | None = None,
         output: str = "float",
         draft: bool = True,
+        resize: str = "squash",
+        text_transform: Callable[[list[str]], Any] | None = None,
     ) -> None:
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize={resize!r} is not allowed; expected one of {RESIZE_MODES}")
+        if text_transform is not None and transform is not None:
+            raise ValueError(
+                "text_transform with a transform is not allowed: the text hook runs on the "
+                "batches collate makes from the dataset's own decoding; tokenize in your "
+                "collate_fn when you bring an image transform"
+            )
         if image_size < 1:
             raise ValueError(f"image_size={image_size!r} must be a positive number of pixels")
         if output not in OUTPUTS:
@@ -193,6 +216,8 @@ class VLMDataset(Dataset[Sample]):
         self.transform = transform
         self.output = output
         self.draft = draft
+        self.resize = resize
+        self.text_transform = text_transform
         self._ds: Any = None
         self._pid: int | None = None
         # The process this object was built in; None in a pickled copy (spawn, forkserver).
@@ -230,10 +255,15 @@ class VLMDataset(Dataset[Sample]):
     def _decode_into(self, out: np.ndarray, data: bytes, index: int, slot: int) -> None:
         """Decode ``data`` resized to ``image_size`` square into ``out`` (uint8 [3, H, W])."""
         size = self.image_size
+        squash = self.resize == "squash"
         try:
-            image = decode_rgb(data, (size, size), draft_min=size if self.draft else None)
+            image = decode_rgb(
+                data, (size, size) if squash else None, draft_min=size if self.draft else None
+            )
         except (OSError, Image.DecompressionBombError) as exc:
             raise self._decode_error(exc, index, slot) from exc
+        if not squash:
+            image = fit_square(image, size, self.resize)
         # One band at a time, straight from Pillow's pixels into the channel planes: cheaper
         # than np.asarray (a packed HWC copy) followed by a strided HWC -> CHW copy.
         planes = out.reshape(3, -1)
@@ -286,7 +316,8 @@ class VLMDataset(Dataset[Sample]):
                     self._decode_into(array[row, slot], data, idx[row], slot + 1)
                 elif not zeroed:  # a reused buffer: missing images must be zeros
                     array[row, slot] = 0
-        return _Batch(texts, pixels, self.output == "float", buffer)
+        hooked = None if self.text_transform is None else self.text_transform(texts)
+        return _Batch(texts, pixels, self.output == "float", buffer, hooked)
 
     def __getitem__(self, index: int) -> Sample:
         if index < 0:
