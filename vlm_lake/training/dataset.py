@@ -25,6 +25,7 @@ naming the fix: ``multiprocessing_context="forkserver"`` or ``"spawn"`` (in
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from vlm_lake.imaging.decode import decode_rgb
 from vlm_lake.imaging.transforms import RESIZE_MODES, fit_square, to_float
 from vlm_lake.tables import lance_io, publish
 from vlm_lake.tables.contracts import image_columns, image_id_columns
+from vlm_lake.training.replay import READ_MANIFEST_FORMAT, open_read, table_read
 from vlm_lake.training.shm_transport import (
     AVAILABLE,
     Buffer,
@@ -198,6 +200,7 @@ class VLMDataset(Dataset[Sample]):
         self.storage_options = dict(storage_options or {})
         ds = publish.open_version(uri, self.storage_options, version)
         self.version = ds.version
+        self._read = table_read(ds, uri, version if isinstance(version, str) else None)
         self.num_slots = len(image_id_columns(ds.schema))
         self.columns = ["docid", "text", *image_columns(self.num_slots)]
         missing = [c for c in self.columns if c not in ds.schema.names]
@@ -323,6 +326,55 @@ class VLMDataset(Dataset[Sample]):
         if index < 0:
             index += self._len
         return self.__getitems__([index])[0]
+
+    def manifest(self) -> dict[str, Any]:
+        """What this dataset reads, to build the same one later (:meth:`from_manifest`).
+
+        The table's URI, Lance version, tag, row count and content digest, and the
+        dataset's settings; JSON-serialisable.
+        """
+        return {
+            "format": READ_MANIFEST_FORMAT,
+            "tables": [self._read.to_dict()],
+            "dataset": {
+                "image_size": self.image_size,
+                "output": self.output,
+                "draft": self.draft,
+                "resize": self.resize,
+            },
+        }
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: dict[str, Any] | str,
+        storage_options: dict[str, str] | None = None,
+        **overrides: Any,
+    ) -> VLMDataset:
+        """The dataset a :meth:`manifest` describes: same rows, same order, same pixels.
+
+        Args:
+            manifest: The manifest, or the path of a JSON file holding it.
+            storage_options: Lance storage options (credentials are never in a manifest).
+            **overrides: Constructor arguments to use instead of the recorded ones (a
+                ``transform`` or ``text_transform``, which a manifest cannot hold).
+
+        Raises:
+            ValueError: Not a reader manifest, or the recorded version is gone or differs
+                (rows or digest).
+        """
+        if isinstance(manifest, str):
+            with open(manifest, encoding="utf-8") as fh:
+                manifest = json.load(fh)
+        if manifest.get("format") != READ_MANIFEST_FORMAT:
+            raise ValueError(
+                f"format={manifest.get('format')!r} is not a reader manifest; expected "
+                f"{READ_MANIFEST_FORMAT!r}"
+            )
+        (read,) = manifest["tables"]
+        open_read(read, storage_options)
+        settings = {**manifest["dataset"], **overrides}
+        return cls(read["uri"], storage_options, version=int(read["version"]), **settings)
 
     @staticmethod
     def loader_kwargs() -> dict[str, Any]:

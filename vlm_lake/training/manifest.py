@@ -52,6 +52,8 @@ class ExportManifest:
         shard_format: The record format of the shards.
         shards: The shards, in file order.
         created_at: When the export ran (UTC, ISO 8601).
+        tables: What the export read (:class:`~vlm_lake.training.replay.TableRead`
+            entries: URI, version, tag, rows, digest).
     """
 
     output: str
@@ -63,6 +65,7 @@ class ExportManifest:
     shard_format: str
     shards: tuple[ShardInfo, ...]
     created_at: str
+    tables: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def build(
@@ -74,6 +77,7 @@ class ExportManifest:
         shards: Sequence[ShardInfo],
         size: int,
         shard_format: str = SHARD_FORMAT,
+        tables: Sequence[dict[str, Any]] = (),
     ) -> ExportManifest:
         """The manifest of an export; checks that the shards hold every document once.
 
@@ -97,6 +101,7 @@ class ExportManifest:
             shard_format,
             tuple(shards),
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            tuple(tables),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +115,7 @@ class ExportManifest:
             "bytes": self.bytes,
             "shard_format": self.shard_format,
             "created_at": self.created_at,
+            "tables": list(self.tables),
             "shards": [s.to_dict() for s in self.shards],
         }
 
@@ -135,6 +141,7 @@ class ExportManifest:
             doc["shard_format"],
             tuple(ShardInfo(**s) for s in doc["shards"]),
             doc["created_at"],
+            tuple(doc.get("tables", ())),
         )
 
     def write(self, store: ObjectStore, uri: str) -> None:

@@ -26,6 +26,7 @@ from vlm_lake.tables import publish
 from vlm_lake.training.assemble import AssemblyReport, assemble
 from vlm_lake.training.export_json import promote, staging_uri
 from vlm_lake.training.manifest import ExportManifest, manifest_uri, read_manifest, shards_root
+from vlm_lake.training.replay import table_read
 from vlm_lake.training.shards import (
     ALPACA,
     SHARD_TARGET_BYTES,
@@ -184,8 +185,16 @@ def export_sharded(
     assembly = assemble(
         store, [shard_uri(root, s.name) for s in shards], [s.bytes for s in shards], candidate, fmt
     )
+    read = table_read(ds, multimodal_uri, version if isinstance(version, str) else None)
     manifest = ExportManifest.build(
-        out_uri, multimodal_uri, ds.version, ds.count_rows(), shards, assembly.bytes, fmt.name
+        out_uri,
+        multimodal_uri,
+        ds.version,
+        read.rows,
+        shards,
+        assembly.bytes,
+        fmt.name,
+        [read.to_dict()],
     )
     manifest.write(store, staging_uri(manifest_uri(out_uri)))
     return ShardedExport(
