@@ -10,11 +10,10 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from assets.automation import FOLLOW_UPSTREAM
 from assets.gate import check_results, check_specs
 from assets.ingest import GROUP
-from assets.training import ExportConfig
+from assets.training import ExportConfig, publish_if_checked
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
-from vlm_lake.checks import blocking_failures
 from vlm_lake.checks.llamafactory import check_llamafactory
 from vlm_lake.spark.engine import check_engine
 from vlm_lake.training.llamafactory import (
@@ -67,19 +66,14 @@ def training_llamafactory(
     )
     read = None if config.check_all_shards else run.written_names
     outcomes = check_llamafactory(store, folder, manifest, manifest.records, read=read)
-    failures = blocking_failures(outcomes)
-    if failures:
-        context.log.error(
-            f"{folder} NOT published; failed checks: "
-            + ", ".join(f"{o.name} (observed {o.observed})" for o in failures)
-        )
-    else:
-        publish_llamafactory(store, folder, manifest)
+    published = publish_if_checked(
+        context, folder, outcomes, lambda: publish_llamafactory(store, folder, manifest)
+    )
     return MaterializeResult(
         metadata={
             "dagster/row_count": manifest.records,
             "dagster/uri": data_uri(folder),
-            "published": MetadataValue.bool(not failures),
+            "published": MetadataValue.bool(published),
             "dataset": MetadataValue.text(f"dataset: {DATASET_NAME}, dataset_dir: {folder}"),
             "images_referenced": manifest.images,
             "multimodal_version": manifest.source_version,

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Dagster checks the `context` annotation
 # by identity, and a string annotation fails that check.
 
+from collections.abc import Callable
 from typing import Any
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
@@ -15,7 +16,7 @@ from assets.metadata import markdown_table
 from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
-from vlm_lake.checks import blocking_failures
+from vlm_lake.checks import CheckOutcome, blocking_failures
 from vlm_lake.checks.training_shards import check_training_export
 from vlm_lake.spark.engine import check_engine
 from vlm_lake.training.export_json import preview_records
@@ -42,6 +43,24 @@ class ExportConfig(Config):
     shard_target_bytes: int = Field(
         default=SHARD_TARGET_BYTES, description="About how many bytes of JSON one shard holds."
     )
+
+
+def publish_if_checked(
+    context: AssetExecutionContext,
+    what: str,
+    outcomes: list[CheckOutcome],
+    publish: Callable[[], object],
+) -> bool:
+    """Publish an export whose blocking checks all passed; else log which failed."""
+    failures = blocking_failures(outcomes)
+    if failures:
+        context.log.error(
+            f"{what} NOT published; failed checks: "
+            + ", ".join(f"{o.name} (observed {o.observed})" for o in failures)
+        )
+        return False
+    publish()
+    return True
 
 
 @asset(
@@ -95,19 +114,17 @@ def training_json(
         spark=session if run.engine == "spark" else None,
         read=None if config.check_all_shards else run.written_names,
     )
-    failures = blocking_failures(outcomes)
-    if failures:
-        context.log.error(
-            f"{run.candidate} NOT published; failed checks: "
-            + ", ".join(f"{o.name} (observed {o.observed})" for o in failures)
-        )
-    else:
-        publish_export(store, layout.training_json, manifest)
+    published = publish_if_checked(
+        context,
+        run.candidate,
+        outcomes,
+        lambda: publish_export(store, layout.training_json, manifest),
+    )
     return MaterializeResult(
         metadata={
             "dagster/row_count": manifest.records,
-            "dagster/uri": layout.training_json if not failures else run.candidate,
-            "published": MetadataValue.bool(not failures),
+            "dagster/uri": layout.training_json if published else run.candidate,
+            "published": MetadataValue.bool(published),
             "images": manifest.images,
             "bytes": manifest.bytes,
             "multimodal_version": manifest.source_version,
