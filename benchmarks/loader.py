@@ -327,4 +327,6 @@ def run(ctx: Context) -> list[Row]:
             "images/s",
         ),
     ]
-    return rows + _draft_rows(ctx)
+    from benchmarks.loader_s3 import s3_rows
+
+    return rows + _draft_rows(ctx) + s3_rows(ctx)
