@@ -56,15 +56,15 @@ def test_every_image_through_the_index_finds_the_exact_pairs(
 
 
 def test_spark_tasks_give_the_same_pairs(
-    spark: Any, indexed: tuple[str, list[str], np.ndarray], monkeypatch: pytest.MonkeyPatch
+    spark: Any, indexed: tuple[str, list[str], np.ndarray]
 ) -> None:
-    import vlm_lake.features.index_duplicates as module
-
-    monkeypatch.setattr(module, "ROWS_PER_TASK", 100)  # 6 tasks over 600 rows
     uri, _, _ = indexed
     ds = lance.dataset(uri)
     local = index_near_duplicates(ds, threshold=THRESHOLD)
-    on_spark = index_near_duplicates(ds, threshold=THRESHOLD, spark=lambda: spark)
+    # 6 tasks of 100 rows: the task size travels with the task to the executors
+    on_spark = index_near_duplicates(
+        ds, threshold=THRESHOLD, spark=lambda: spark, rows_per_task=100
+    )
     assert (on_spark.count, on_spark.examples) == (local.count, local.examples)
 
 

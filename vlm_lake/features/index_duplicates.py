@@ -46,6 +46,7 @@ class FindPairs:
     storage: dict[str, str] = field(repr=False)
     neighbours: int = NEIGHBOURS
     nprobes: int = 20
+    rows_per_task: int = ROWS_PER_TASK
     key: str = "image_id"
     column: str = "features"
 
@@ -83,8 +84,8 @@ class FindPairs:
         """Spark side: unit numbers -> pair rows (``mapInArrow``)."""
         for batch in batches:
             for unit in batch.column(0).to_pylist():
-                start = int(unit) * ROWS_PER_TASK
-                found = list(self.pairs(start, start + ROWS_PER_TASK))
+                start = int(unit) * self.rows_per_task
+                found = list(self.pairs(start, start + self.rows_per_task))
                 if found:
                     a, b, c = zip(*found, strict=True)
                     yield pa.RecordBatch.from_pydict(
@@ -99,6 +100,7 @@ def index_near_duplicates(
     storage: dict[str, str] | None = None,
     spark: Callable[[], Any] | None = None,
     max_examples: int = 20,
+    rows_per_task: int = ROWS_PER_TASK,
 ) -> NearDuplicates:
     """Near-duplicate pairs of every row of ``ds`` through its vector index.
 
@@ -108,13 +110,18 @@ def index_near_duplicates(
         threshold: Minimum exact cosine similarity of a pair.
         storage: Lance storage options of ``ds`` (they travel to the tasks).
         spark: Returns a SparkSession: the queries run as Spark tasks of
-            :data:`ROWS_PER_TASK` rows; None runs them here.
+            ``rows_per_task`` rows; None runs them here.
         max_examples: Most similar pairs to return.
+        rows_per_task: Rows of ``ds`` each Spark task queries for (a positive number).
     """
+    if rows_per_task < 1:
+        raise ValueError(f"rows_per_task={rows_per_task!r} must be a positive number of rows")
     started = time.perf_counter()
     rows = ds.count_rows()
-    find = FindPairs(ds.uri, ds.version, threshold, dict(storage or {}))
-    units = -(-rows // ROWS_PER_TASK)
+    find = FindPairs(
+        ds.uri, ds.version, threshold, dict(storage or {}), rows_per_task=rows_per_task
+    )
+    units = -(-rows // rows_per_task)
     if spark is not None and units:
         session = spark()
         pairs = session.range(0, units, 1, units).mapInArrow(
