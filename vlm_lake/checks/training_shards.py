@@ -31,7 +31,7 @@ from vlm_lake.spark.unit_job import map_units
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.store.settings import StoreSettings
 from vlm_lake.training.manifest import ExportManifest, shards_root
-from vlm_lake.training.shards import HEAD, TAIL, ShardInfo, shard_uri
+from vlm_lake.training.shards import HEAD, TAIL, ShardInfo, shard_files, shard_uri
 from vlm_lake.util.parallel import bounded_parallel_map
 
 
@@ -100,11 +100,11 @@ def _unread_mismatches(
     """Shards not read again (reused ones): confirmed present with their size by a listing."""
     if not shards:
         return []
-    present = {o.uri.rsplit("/", 1)[-1]: o.size for o in store.list(root)}
+    sizes = {name: size for name, (_, size) in shard_files(store, root).items()}
     return [
-        {"shard": shard_uri(root, s.name), "bytes": present.get(f"{s.name}.jsonpart")}
+        {"shard": shard_uri(root, s.name), "bytes": sizes.get(s.name)}
         for s in shards
-        if present.get(f"{s.name}.jsonpart") != s.bytes
+        if sizes.get(s.name) != s.bytes
     ]
 
 

@@ -34,6 +34,7 @@ from vlm_lake.training.shards import (
     ShardInfo,
     ShardUnit,
     plan_shards,
+    shard_files,
     shard_uri,
     write_shard,
 )
@@ -95,11 +96,11 @@ def _reusable(store: ObjectStore, out_uri: str, fmt: RecordFormat) -> dict[str, 
             known.update({s.name: s for s in previous.shards})
     if not known:
         return {}
-    present = {o.uri.rsplit("/", 1)[-1]: o.size for o in store.list(shards_root(out_uri))}
+    present = shard_files(store, shards_root(out_uri))
     return {
         name: info
         for name, info in known.items()
-        if present.get(shard_uri("", name).lstrip("/")) == info.bytes
+        if name in present and present[name][1] == info.bytes
     }
 
 
@@ -221,10 +222,9 @@ def publish_export(store: ObjectStore, out_uri: str, manifest: ExportManifest) -
     promote(store, staging_uri(out_uri), out_uri)
     manifest.write(store, manifest_uri(out_uri))
     store.delete(staging_uri(manifest_uri(out_uri)))
-    keep = {shard_uri("", s.name).lstrip("/") for s in manifest.shards}
-    stale = [
-        o.uri for o in store.list(shards_root(out_uri)) if o.uri.rsplit("/", 1)[-1] not in keep
-    ]
+    keep = {s.name for s in manifest.shards}
+    files = shard_files(store, shards_root(out_uri))
+    stale = [uri for name, (uri, _) in files.items() if name not in keep]
     for uri in stale:
         store.delete(uri)
     if stale:

@@ -128,9 +128,22 @@ class ShardInfo:
         return asdict(self)
 
 
+SHARD_SUFFIX = ".jsonpart"
+
+
 def shard_uri(root: str, name: str) -> str:
     """The shard file called ``name`` under ``root``."""
-    return f"{root.rstrip('/')}/{name}.jsonpart"
+    return f"{root.rstrip('/')}/{name}{SHARD_SUFFIX}"
+
+
+def shard_files(store: ObjectStore, root: str) -> dict[str, tuple[str, int]]:
+    """The shard files under ``root`` (one listing): ``name -> (uri, size)``."""
+    files = {}
+    for info in store.list(root):
+        base = info.uri.rsplit("/", 1)[-1]
+        if base.endswith(SHARD_SUFFIX):
+            files[base[: -len(SHARD_SUFFIX)]] = (info.uri, info.size)
+    return files
 
 
 def export_columns(schema: pa.Schema) -> list[str]:
