@@ -246,9 +246,11 @@ class _Scanner:
         )
 
 
-def list_text_sources(
-    store: ObjectStore, texts_uri: str
-) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+#: The text files of a source, and the objects whose names are not text sources.
+TextListing = tuple[list[ObjectInfo], list[ObjectInfo]]
+
+
+def list_text_sources(store: ObjectStore, texts_uri: str) -> TextListing:
     """The text files at ``texts_uri`` and the objects whose names are not text sources.
 
     Raises:
@@ -292,6 +294,7 @@ def scan_sources(
     strict: bool,
     max_slots: int,
     kept_sources: dict[str, str] | None = None,
+    listing: TextListing | None = None,
 ) -> TextScan:
     """First pass over every text file: validate, quarantine, de-duplicate, hash; find K.
 
@@ -302,6 +305,7 @@ def scan_sources(
         max_slots: The highest image slot a record may use.
         kept_sources: ``docid -> source_uri`` of the published table: of two copies of a
             docid, the one from that file is kept.
+        listing: What :func:`list_text_sources` returned, if the caller listed already.
 
     An object whose name does not end in one of :data:`TEXT_SUFFIXES` is not read: it is
     rejected at the ``listing`` stage with the reason (or raises, with ``strict``), so a
@@ -311,7 +315,7 @@ def scan_sources(
         SourceNotFoundError: There is no object at ``texts_uri``.
         InvalidDocumentError: With ``strict``, the first bad file name or record.
     """
-    files, misnamed = list_text_sources(store, texts_uri)
+    files, misnamed = listing or list_text_sources(store, texts_uri)
     scanner = _Scanner(files, kept_sources or {}, strict)
     scanner.scan.rejected.extend(misnamed_rejections(misnamed, strict))
     for file_no, info in enumerate(files):

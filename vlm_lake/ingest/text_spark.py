@@ -24,7 +24,7 @@ from vlm_lake.errors import SourceNotFoundError
 from vlm_lake.ingest.quarantine import write_rejections
 from vlm_lake.ingest.text_options import TextIngestOptions, TextIngestReport
 from vlm_lake.ingest.text_published import Published, carry_rows
-from vlm_lake.ingest.text_records import list_text_sources, misnamed_rejections
+from vlm_lake.ingest.text_records import TextListing, misnamed_rejections
 from vlm_lake.ingest.text_spark_plan import TextPlan, scan_on_spark
 from vlm_lake.ingest.text_tasks import WriteTextsTask
 from vlm_lake.ingest.text_units import TextUnit, plan_text_units
@@ -101,15 +101,17 @@ def ingest_texts_on_spark(
     base: int | None,
     existing: Published | None,
     rejects_uri: str | None,
+    listing: TextListing,
 ) -> TextIngestReport:
     """:func:`~vlm_lake.ingest.texts.ingest_texts` with the scan, plan and write on Spark.
 
-    Same arguments, rules and report as the local path, except that ``written_ids`` is
-    empty (the ids stay in the executors; the counts are in the report).
+    Same arguments, rules and report as the local path (``listing`` is what
+    :func:`~vlm_lake.ingest.text_records.list_text_sources` returned), except that
+    ``written_ids`` is empty (the ids stay in the executors; the counts are in the report).
     """
     started = time.perf_counter()
     strict = options.on_bad_input == "fail"
-    files, misnamed = list_text_sources(store, texts_uri)
+    files, misnamed = listing
     rejected_names = misnamed_rejections(misnamed, strict)
     units = plan_text_units(files, options.split_bytes)
     storage = store.storage_options(dataset_uri)

@@ -25,6 +25,7 @@ from vlm_lake.ingest.quarantine import RejectedDocument, write_rejections
 from vlm_lake.ingest.text_options import TextIngestOptions, TextIngestReport
 from vlm_lake.ingest.text_published import Published, carry_rows, published_texts
 from vlm_lake.ingest.text_records import (
+    TextListing,
     TextScan,
     file_records,
     list_text_sources,
@@ -94,6 +95,7 @@ def _scan(
     options: TextIngestOptions,
     existing: Published | None,
     rejects_uri: str | None,
+    listing: TextListing,
 ) -> TextScan:
     """First pass, rejections saved; a source without one valid document is an error."""
     scan = scan_sources(
@@ -102,6 +104,7 @@ def _scan(
         strict=options.on_bad_input == "fail",
         max_slots=options.max_image_slots,
         kept_sources=existing.sources if existing else None,
+        listing=listing,
     )
     if rejects_uri is not None:
         storage = store.storage_options(rejects_uri)
@@ -197,8 +200,9 @@ def ingest_texts(
     options = options or TextIngestOptions()
     storage = store.storage_options(dataset_uri)
     base, existing = published_texts(dataset_uri, storage, options.full_rebuild)
-    files, _ = list_text_sources(store, texts_uri)
-    if options.use_spark(spark, sum(f.size for f in files)):
+    listing = list_text_sources(store, texts_uri)
+    rejects = rejects_uri if record_rejects else None
+    if options.use_spark(spark, sum(f.size for f in listing[0])):
         return ingest_texts_on_spark(
             spark() if callable(spark) else spark,
             store,
@@ -207,10 +211,10 @@ def ingest_texts(
             options,
             base=base,
             existing=existing,
-            rejects_uri=rejects_uri if record_rejects else None,
+            rejects_uri=rejects,
+            listing=listing,
         )
-    rejects = rejects_uri if record_rejects else None
-    return _ingest_locally(store, texts_uri, dataset_uri, options, base, existing, rejects)
+    return _ingest_locally(store, texts_uri, dataset_uri, options, base, existing, rejects, listing)
 
 
 def _ingest_locally(
@@ -221,11 +225,12 @@ def _ingest_locally(
     base: int | None,
     existing: Published | None,
     rejects_uri: str | None,
+    listing: TextListing,
 ) -> TextIngestReport:
     """The local path of :func:`ingest_texts`: two passes in this process, one commit."""
     storage = store.storage_options(dataset_uri)
     progress = Progress(log, "documents")
-    scan = _scan(store, texts_uri, options, existing, rejects_uri)
+    scan = _scan(store, texts_uri, options, existing, rejects_uri, listing)
     rebuild = existing is None or scan.num_slots > existing.num_slots
     num_slots = max(scan.num_slots, existing.num_slots if existing else 0)
     hashes = existing.hashes if existing else {}
