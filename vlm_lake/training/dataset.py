@@ -200,7 +200,7 @@ class VLMDataset(Dataset[Sample]):
         self.storage_options = dict(storage_options or {})
         ds = publish.open_version(uri, self.storage_options, version)
         self.version = ds.version
-        self._read = table_read(ds, uri, version if isinstance(version, str) else None)
+        self._tag = version if isinstance(version, str) else None
         self.num_slots = len(image_id_columns(ds.schema))
         self.columns = ["docid", "text", *image_columns(self.num_slots)]
         missing = [c for c in self.columns if c not in ds.schema.names]
@@ -330,12 +330,13 @@ class VLMDataset(Dataset[Sample]):
     def manifest(self) -> dict[str, Any]:
         """What this dataset reads, to build the same one later (:meth:`from_manifest`).
 
-        The table's URI, Lance version, tag, row count and content digest, and the
-        dataset's settings; JSON-serialisable.
+        The table's URI, Lance version, tag, row count and content digest (computed here,
+        from the pinned version's fragment metadata), and the dataset's settings;
+        JSON-serialisable.
         """
         return {
             "format": READ_MANIFEST_FORMAT,
-            "tables": [self._read.to_dict()],
+            "tables": [table_read(self._dataset(), self.uri, self._tag).to_dict()],
             "dataset": {
                 "image_size": self.image_size,
                 "output": self.output,
