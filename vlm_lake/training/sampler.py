@@ -82,9 +82,7 @@ class ElasticSampler(Sampler[int]):
         return self.permutation()[self.start :][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
-        share = self._share()
-        skip, self.yielded = self.yielded, self.yielded
-        for position in share[skip:].tolist():
+        for position in self._share()[self.yielded :].tolist():
             self.yielded += 1
             yield int(position)
         # the epoch is done: the next iteration (same epoch) starts it again
