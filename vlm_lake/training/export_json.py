@@ -1,11 +1,13 @@
-"""Stream ``multimodal_lance`` into the alpaca-style training JSON.
+"""The alpaca-style training JSON's record format, and its single-stream export.
 
 Output: a JSON array of ``{"instruction": text, "input": [hex of each present image, in
-slot order], "output": ""}``, one record per line. Records are produced batch by batch and
-written through an atomic streaming writer (multipart upload on S3, temp file + rename
-locally), so memory stays bounded and a failure leaves the previous file in place.
+slot order], "output": ""}``, one record per line. :func:`format_record` is the one
+definition of a record. :func:`export_training_json` writes the whole file from one
+stream: the asset no longer uses it (it writes shards,
+:mod:`vlm_lake.training.sharded_export`), but it stays the reference the sharded file must
+equal byte for byte (the tests and ``benchmarks.scale_export`` compare with it).
 
-The asset writes to a staging name (:func:`staging_uri`), checks that file, and only then
+The asset writes a staging name (:func:`staging_uri`), checks that file, and only then
 :func:`promote` s it over ``training_data.json``: a file that fails its checks is never the
 one trainers read.
 """
