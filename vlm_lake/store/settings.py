@@ -158,6 +158,37 @@ class StoreSettings:
         opts["timeout"] = _duration(self.read_timeout)
         return opts
 
+    @classmethod
+    def from_lance_options(cls, options: dict[str, str], uri: str) -> StoreSettings:
+        """The settings that :meth:`lance_storage_options` turns into ``options``.
+
+        For code that is handed Lance storage options and must also read raw objects
+        with boto3 (the loader's fragment cache). Keys it does not know are left to the
+        defaults (the standard AWS chain for credentials).
+
+        Args:
+            options: Lance storage options.
+            uri: The dataset URI (its bucket is taken out of a virtual-hosted endpoint).
+        """
+        endpoint = options.get("aws_endpoint") or options.get("aws_endpoint_url")
+        virtual = options.get("virtual_hosted_style_request", "false").lower() == "true"
+        if endpoint and virtual and uris.is_remote(uri):
+            bucket, _ = uris.split_bucket_key(uri)
+            parsed = urlparse(endpoint)
+            if parsed.netloc.startswith(f"{bucket}."):
+                host = parsed.netloc[len(bucket) + 1 :]
+                endpoint = f"{parsed.scheme}://{host}{parsed.path}"
+        retries = options.get("client_max_retries")
+        return cls(
+            endpoint_url=endpoint,
+            region=options.get("aws_region") or options.get("region"),
+            access_key_id=options.get("aws_access_key_id"),
+            secret_access_key=options.get("aws_secret_access_key"),
+            session_token=options.get("aws_session_token"),
+            virtual_hosted_style=virtual,
+            max_attempts=int(retries) + 1 if retries is not None else 5,
+        )
+
 
 def _duration(seconds: float) -> str:
     """Seconds as an object_store duration: ``30s``, or ``5500ms`` when not whole seconds."""

@@ -33,106 +33,27 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, default_collate, get_worker_info
+from torch.utils.data import Dataset
 
 from vlm_lake.imaging.decode import decode_rgb
 from vlm_lake.imaging.transforms import RESIZE_MODES, fit_square, to_float
+from vlm_lake.store import uris
 from vlm_lake.tables import lance_io, publish
 from vlm_lake.tables.contracts import image_columns, image_id_columns
+from vlm_lake.training.batches import Batch, Sample, collate, to_tensor
+from vlm_lake.training.fragment_cache import FragmentCache
 from vlm_lake.training.replay import READ_MANIFEST_FORMAT, open_read, table_read
-from vlm_lake.training.shm_transport import (
-    AVAILABLE,
-    Buffer,
-    Shipment,
-    batch_pixels,
-    new_shared,
-)
+from vlm_lake.training.shm_transport import batch_pixels
 
 __all__ = ["OUTPUTS", "VLMDataset", "collate", "to_float", "to_tensor"]
-
-Sample = tuple[str, torch.Tensor]
 
 _BANDS = ("R", "G", "B")
 
 #: Values of ``VLMDataset(output=...)``: float32 in [0, 1], or uint8 0..255.
 OUTPUTS: tuple[str, ...] = ("float", "uint8")
 
-
-def to_tensor(image: Any) -> torch.Tensor:
-    """Convert an RGB Pillow image to a float tensor ``[3, H, W]`` in [0, 1]."""
-    array = np.array(image, dtype=np.uint8, copy=True)
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
-
-
-class _Batch(Sequence[Sample]):
-    """The samples of one ``__getitems__`` call, over one ``[B, K, 3, H, W]`` uint8 batch.
-
-    Each sample's images are a view of ``pixels`` (uint8 output) or of their float32
-    conversion (float output, made on first access; :func:`collate` never needs it).
-    """
-
-    def __init__(
-        self,
-        texts: list[str],
-        pixels: torch.Tensor,
-        to_float: bool,
-        buffer: Buffer | None,
-        text_batch: Any = None,
-    ) -> None:
-        self.texts = texts
-        self.text_batch = text_batch
-        self.pixels = pixels
-        self.to_float = to_float
-        self.buffer = buffer
-        self._images: torch.Tensor | None = None
-
-    def images(self) -> torch.Tensor:
-        """The whole batch in the dataset's output dtype."""
-        if self._images is None:
-            self._images = torch.div(self.pixels, 255.0) if self.to_float else self.pixels
-        return self._images
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.texts[index], self.images()[index]
-
-
-def collate(samples: Sequence[Sample]) -> list[Any]:
-    """Collate ``VLMDataset`` samples into ``[texts, images]``, as ``default_collate`` does.
-
-    A batch straight from :meth:`VLMDataset.__getitems__` already holds its images as one
-    ``[B, K, 3, H, W]`` tensor: no ``torch.stack``. Inside a DataLoader worker a batch of
-    up to ``shm_transport.POOLED_BATCH_BYTES`` crosses to the main process as ``uint8`` through a
-    shared-memory buffer that the worker reuses: the main process copies it out on arrival,
-    converting it to float32 there for ``output="float"`` (a quarter of the bytes through
-    shared memory). So inside a worker the images are then a stand-in that only the trip to
-    the main process turns into a tensor: use this function as the DataLoader's
-    ``collate_fn`` (see :meth:`VLMDataset.loader_kwargs`), not inside another collate
-    function. A bigger batch is made in new shared memory and sent as is, as the default
-    collate does. Anything other than such a batch goes to ``default_collate``.
-
-    Args:
-        samples: ``(text, images)`` pairs.
-
-    Returns:
-        ``[texts, images]``: the tuple of texts (or what the dataset's ``text_transform``
-        made of the batch's texts, e.g. a tokenizer's tensors) and the ``[B, K, 3, H, W]``
-        images.
-    """
-    if not isinstance(samples, _Batch):
-        return default_collate(samples)
-    texts = tuple(samples.texts) if samples.text_batch is None else samples.text_batch
-    if samples.buffer is not None:
-        samples.buffer.shipped = True
-        return [texts, Shipment(samples.buffer, tuple(samples.pixels.shape), samples.to_float)]
-    if samples.to_float and get_worker_info() is not None and AVAILABLE:
-        out = new_shared(tuple(samples.pixels.shape), torch.float32)  # float32, shared
-        return [texts, torch.div(samples.pixels, 255.0, out=out)]
-    return [texts, samples.images()]
+#: Default bound of the local fragment cache (``cache_bytes``).
+CACHE_BYTES = 16 << 30
 
 
 class ForkedReaderError(RuntimeError):
@@ -164,6 +85,12 @@ class VLMDataset(Dataset[Sample]):
             or ``crop`` (shorter side to ``image_size``, centre crop); bilinear.
         text_transform: Called with the list of a batch's texts (a tokenizer); its result
             replaces the texts in what :func:`collate` returns.
+        cache_dir: For an ``s3://`` lake: a local folder where the fragments read are kept
+            (downloaded whole, shared by the DataLoader workers), so later epochs read the
+            local disk; see :mod:`vlm_lake.training.fragment_cache`. Ignored for a local
+            lake. None (default): every batch is read from the store.
+        cache_bytes: Most bytes the fragment cache keeps; least recently used fragments
+            are deleted first.
     """
 
     def __init__(
@@ -178,6 +105,8 @@ class VLMDataset(Dataset[Sample]):
         draft: bool = True,
         resize: str = "squash",
         text_transform: Callable[[list[str]], Any] | None = None,
+        cache_dir: str | None = None,
+        cache_bytes: int = CACHE_BYTES,
     ) -> None:
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize={resize!r} is not allowed; expected one of {RESIZE_MODES}")
@@ -187,6 +116,8 @@ class VLMDataset(Dataset[Sample]):
                 "batches collate makes from the dataset's own decoding; tokenize in your "
                 "collate_fn when you bring an image transform"
             )
+        if cache_bytes < 1:
+            raise ValueError(f"cache_bytes={cache_bytes!r} must be a positive number of bytes")
         if image_size < 1:
             raise ValueError(f"image_size={image_size!r} must be a positive number of pixels")
         if output not in OUTPUTS:
@@ -221,7 +152,10 @@ class VLMDataset(Dataset[Sample]):
         self.draft = draft
         self.resize = resize
         self.text_transform = text_transform
+        self.cache_dir = cache_dir if cache_dir and uris.is_remote(uri) else None
+        self.cache_bytes = cache_bytes
         self._ds: Any = None
+        self._reader: Any = None
         self._pid: int | None = None
         # The process this object was built in; None in a pickled copy (spawn, forkserver).
         self._origin_pid: int | None = os.getpid()
@@ -231,7 +165,7 @@ class VLMDataset(Dataset[Sample]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_ds"], state["_pid"], state["_origin_pid"] = None, None, None
+        state["_ds"], state["_reader"], state["_pid"], state["_origin_pid"] = (None,) * 4
         return state
 
     def _dataset(self) -> Any:
@@ -245,11 +179,21 @@ class VLMDataset(Dataset[Sample]):
             )
         if self._ds is None or self._pid != os.getpid():
             self._ds = lance_io.open_dataset(self.uri, self.storage_options, self.version)
+            self._reader = self._ds
+            if self.cache_dir is not None:
+                self._reader = FragmentCache(
+                    self._ds, self.uri, self.storage_options, self.cache_dir, self.cache_bytes
+                )
             self._pid = os.getpid()
         return self._ds
 
+    def _take(self, indices: list[int], columns: list[str]) -> Any:
+        """Rows from the table, through the fragment cache when there is one."""
+        self._dataset()
+        return self._reader.take(indices, columns=columns)
+
     def _decode_error(self, exc: Exception, index: int, slot: int) -> ValueError:
-        docid = self._dataset().take([index], columns=["docid"]).column(0)[0].as_py()
+        docid = self._take([index], ["docid"]).column(0)[0].as_py()
         return ValueError(
             f"docid={docid!r} image{slot} in {self.uri!r} (version {self.version}) "
             f"cannot be decoded: {exc}"
@@ -295,7 +239,7 @@ class VLMDataset(Dataset[Sample]):
             if not 0 <= i < self._len:
                 raise IndexError(f"index {i} out of range for VLMDataset of {self._len} rows")
         # docid is only needed to name a bad image: fetched only then (_decode_error).
-        table = self._dataset().take(idx, columns=self.columns[1:])
+        table = self._take(idx, self.columns[1:])
         texts = table.column("text").to_pylist()
         slots = [table.column(c).to_pylist() for c in self.columns[2:]]
         if self.transform is not None:
@@ -320,7 +264,7 @@ class VLMDataset(Dataset[Sample]):
                 elif not zeroed:  # a reused buffer: missing images must be zeros
                     array[row, slot] = 0
         hooked = None if self.text_transform is None else self.text_transform(texts)
-        return _Batch(texts, pixels, self.output == "float", buffer, hooked)
+        return Batch(texts, pixels, self.output == "float", buffer, hooked)
 
     def __getitem__(self, index: int) -> Sample:
         if index < 0:
