@@ -327,6 +327,15 @@ def run(ctx: Context) -> list[Row]:
             "images/s",
         ),
     ]
+    return rows + _draft_rows(ctx) + _table_rows(ctx, docs, workers)
+
+
+def _table_rows(ctx: Context, docs: int, workers: int) -> list[Row]:
+    """The rows over a copy of the lake's first documents: lance.torch, and S3 vs local."""
+    from benchmarks.loader_data import loader_table
+    from benchmarks.loader_lance_torch import lance_torch_rows
     from benchmarks.loader_s3 import s3_rows
 
-    return rows + _draft_rows(ctx) + s3_rows(ctx)
+    table = loader_table(ctx, docs, BATCH)
+    web = loader_table(ctx, docs // 2, BATCH, DRAFT_SOURCE)
+    return lance_torch_rows(ctx, table, web, workers) + s3_rows(ctx, table, workers)

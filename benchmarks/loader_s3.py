@@ -1,32 +1,62 @@
-"""``loader: VLMDataset from S3 (moto) vs from local disk``: the same lake, the same loader.
+"""``loader: VLMDataset from S3 (moto) vs from local disk``: the same table, the same loader.
 
-The benchmark lake's ``multimodal.lance`` is copied file by file to moto's S3 server (a
-child process on 127.0.0.1, see :mod:`benchmarks.s3`) and read by the same
-``VLMDataset`` + ``DataLoader(**VLMDataset.loader_kwargs())`` as from local disk, uint8
-output, after the same warm-up. Ratio: images/s from S3 / from local disk (target: at
-least 0.7). moto serves every object from Python threads, far slower than a real store,
-so the ratio is a lower bound.
+The loader table (:mod:`benchmarks.loader_data`, the lake's fragment size) is copied file
+by file to moto's S3 server (a child process on 127.0.0.1, see :mod:`benchmarks.s3`) and
+read by the same ``VLMDataset(output="uint8")`` + ``DataLoader(**loader_kwargs())`` as from
+local disk, three ways:
+
+* with a fragment cache (``cache_dir``), first epoch from a cold cache: the whole epoch
+  timed, every download included, against the local disk's whole first epoch (the
+  workers of both started beforehand by an empty epoch);
+* the same cache warm (second epoch), steady rate against local;
+* without a cache: every batch is a Lance ``take`` over HTTP (steady rate).
+
+And the DataLoader workers' peak resident memory (``VmHWM``) for each, against local:
+reading from S3 must not grow memory with the table. moto serves every object from
+Python and its cost per ranged GET grows with the object's size (it copies the object per
+request), far slower than a real store for the uncached ``take``: the no-cache row is a
+lower bound.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler
 
 from benchmarks.common import Context, Row, row
+from benchmarks.loader_data import LoaderTable
 from benchmarks.s3 import moto_server, settings
 
 log = logging.getLogger("benchmarks.loader")
 
 BUCKET = "bench-loader"
+MB = 1 << 20
 
 
-def _copy_to_s3(store: object, root: Path) -> str:
+class _Gate(Sampler[list[int]]):
+    """Batches of the table in row order, or none while closed (to start the workers)."""
+
+    def __init__(self, docs: int, batch: int) -> None:
+        self.batches = [list(range(s, min(docs, s + batch))) for s in range(0, docs, batch)]
+        self.open = False
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches if self.open else [])
+
+    def __len__(self) -> int:
+        return len(self.batches) if self.open else 0
+
+
+def _copy_to_s3(store: Any, root: Path) -> str:
     """Upload the dataset folder ``root`` under ``s3://BUCKET/<root name>``; its URI."""
-    client = store.client  # type: ignore[attr-defined]
+    client = store.client
     client.create_bucket(Bucket=BUCKET)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         key = f"{root.name}/{path.relative_to(root).as_posix()}"
@@ -34,48 +64,98 @@ def _copy_to_s3(store: object, root: Path) -> str:
     return f"s3://{BUCKET}/{root.name}"
 
 
-def s3_rows(ctx: Context) -> list[Row]:
-    """images/s of the loader over the same lake on moto's S3 and on local disk."""
-    from benchmarks.loader import BATCH, MAX_DOCS, _loader_pass, _workers
-    from vlm_lake.store.object_store import ObjectStore
-    from vlm_lake.tables import lance_io
-    from vlm_lake.tables.contracts import image_id_columns
+def _peak_mb(loader: DataLoader[Any]) -> float:
+    """Largest peak resident memory (VmHWM) of the loader's worker processes, MB."""
+    peaks = []
+    for worker in loader._iterator._workers:  # type: ignore[union-attr]
+        with open(f"/proc/{worker.pid}/status", encoding="ascii") as fh:
+            kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+        peaks.append(kb / 1024)
+    return max(peaks)
+
+
+def _epochs(dataset: Any, table: LoaderTable, workers: int) -> tuple[float, float, float]:
+    """First epoch (whole, workers already up), a steady later epoch, peak worker MB."""
+    from benchmarks.loader import BATCH, _loader_pass
     from vlm_lake.training.dataset import VLMDataset
 
-    layout = ctx.lake()
-    ds = lance_io.open_dataset(layout.multimodal, {}, None)
-    docs = min(ctx.n // 2, MAX_DOCS, ds.count_rows())
-    ids = ds.take(list(range(docs)), columns=image_id_columns(ds.schema))
-    per_doc = [sum(c[i].is_valid for c in ids.columns) for i in range(docs)]
-    present = [sum(per_doc[s : s + BATCH]) for s in range(0, docs, BATCH)]
-    workers = _workers()
+    gate = _Gate(table.docs, BATCH)
+    loader = DataLoader(
+        dataset, batch_sampler=gate, num_workers=workers, **VLMDataset.loader_kwargs()
+    )
+    for _ in loader:  # starts the workers, reads nothing
+        pass
+    gate.open = True
+    started, count = time.perf_counter(), 0
+    for i, _ in enumerate(loader):
+        count += table.present[i]
+    first = count / (time.perf_counter() - started)
+    steady = _loader_pass(loader, table.present, 2 * workers)[0]
+    return first, steady, _peak_mb(loader)
+
+
+def s3_rows(ctx: Context, table: LoaderTable, workers: int) -> list[Row]:
+    """The loader over the same table on moto's S3 (cached, uncached) and on local disk."""
+    from vlm_lake.store.object_store import ObjectStore
+    from vlm_lake.training.dataset import VLMDataset
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    rates: dict[str, float] = {}
+    runs: dict[str, tuple[float, float, float]] = {}
     try:
         with moto_server() as endpoint:
             store = ObjectStore(settings(endpoint))
-            uri = _copy_to_s3(store, Path(layout.multimodal))
-            for name, (where, options) in {
-                "local": (layout.multimodal, {}),
-                "s3": (uri, store.storage_options(uri)),
+            uri = _copy_to_s3(store, Path(table.uri))
+            options = store.storage_options(uri)
+            cache = ctx.work / "fragment-cache"
+            shutil.rmtree(cache, ignore_errors=True)  # cold
+            for name, dataset in {
+                "local": VLMDataset(table.uri, version=None, output="uint8"),
+                "s3 cached": VLMDataset(
+                    uri, options, version=None, output="uint8", cache_dir=str(cache)
+                ),
+                "s3": VLMDataset(uri, options, version=None, output="uint8"),
             }.items():
-                dataset = VLMDataset(where, options, version=None, output="uint8")
-                loader = DataLoader(
-                    Subset(dataset, range(docs)),
-                    batch_size=BATCH,
-                    num_workers=workers,
-                    **VLMDataset.loader_kwargs(),
-                )
-                rates[name] = _loader_pass(loader, present, 2 * workers)[0]
-                log.info("loader from %s: %.1f images/s", name, rates[name])
+                runs[name] = _epochs(dataset, table, workers)
+                log.info("loader from %s: first epoch, steady, peak MB %s", name, runs[name])
     finally:
         torch.set_num_threads(threads)
+    where = (
+        f"images/s, uint8, {workers} workers, {table.docs} documents, "
+        f"{table.fragments} fragment(s), {table.bytes / MB:.0f} MB"
+    )
     return [
         row(
-            "loader: VLMDataset from S3 (moto) vs from local disk",
-            rates["s3"],
-            rates["local"],
-            f"images/s, uint8, {workers} workers, {docs} documents",
-        )
+            "loader: VLMDataset from S3 (moto) vs from local disk, fragment cache, first "
+            "epoch from a cold cache (downloads included)",
+            runs["s3 cached"][0],
+            runs["local"][0],
+            where,
+        ),
+        row(
+            "loader: VLMDataset from S3 (moto) vs from local disk, fragment cache warm",
+            runs["s3 cached"][1],
+            runs["local"][1],
+            where,
+        ),
+        row(
+            "loader: VLMDataset from S3 (moto) vs from local disk, no cache (Lance take over HTTP)",
+            runs["s3"][1],
+            runs["local"][1],
+            where,
+        ),
+        row(
+            "loader worker peak memory: from S3 (moto) without cache vs local disk",
+            runs["s3"][2],
+            runs["local"][2],
+            "MB (VmHWM, largest worker)",
+            higher=False,
+        ),
+        row(
+            "loader worker peak memory: from S3 (moto) with the fragment cache vs local disk",
+            runs["s3 cached"][2],
+            runs["local"][2],
+            "MB (VmHWM, largest worker)",
+            higher=False,
+        ),
     ]

@@ -20,12 +20,14 @@ is read straight from the store. Measured numbers: docs/benchmarks.md#loader.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +168,30 @@ class FragmentCache:
             keep = {rel for fragment in needed for rel in self._files[fragment]}
             self._evict(keep)
 
+    @contextlib.contextmanager
+    def _only_one(self, rel: str) -> Iterator[None]:
+        """Hold the file lock of ``rel``: one process downloads it, the others wait."""
+        lock = self.folder / ".locks" / rel.replace("/", "_")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def _download(self, rel: str) -> None:
-        """Copy ``uri/rel`` into the cache folder, appearing there only when complete."""
+        """Copy ``uri/rel`` into the cache folder, appearing there only when complete.
+
+        Processes sharing the folder download a file once: the others wait for the lock
+        and find it there.
+        """
         path = self.folder / rel
+        with self._only_one(rel):
+            if not path.exists():
+                self._copy(rel, path)
+
+    def _copy(self, rel: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         try:
