@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lance
+import pytest
 from helpers import write_published
 from test_training_export import DOCS, _table
 
@@ -20,6 +23,7 @@ from vlm_lake.training.llamafactory import (
     image_extension,
     publish_llamafactory,
 )
+from vlm_lake.training.llava import LLAVA_FILE, llava_record
 
 
 def _export(store: ObjectStore, mm: str, folder: Path) -> tuple[int, int]:
@@ -80,3 +84,34 @@ def test_incremental_export_rewrites_no_image_and_checks_catch_damage(
     got = {o.name: o for o in check_llamafactory(local_store, str(folder), run.manifest, 5)}
     assert not got["image_paths_exist"].passed
     assert got["tokens_match_images"].passed and got["record_count_matches"].passed
+
+
+def test_llava_json_from_the_folder_matches_the_table(
+    tmp_path: Path, local_store: ObjectStore
+) -> None:
+    mm = str(tmp_path / "multimodal.lance")
+    write_published(_table(DOCS), mm, schema=multimodal_schema(3), max_rows_per_file=2)
+    folder = tmp_path / "llamafactory"
+    _export(local_store, mm, folder)
+    done = subprocess.run(
+        [sys.executable, "-m", "vlm_lake.training.llava", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "wrote 5 LLaVA records" in done.stderr
+    records = json.loads((folder / LLAVA_FILE).read_text(encoding="utf-8"))
+    rows = lance.dataset(mm).to_table().to_pylist()
+    assert len(records) == len(rows) == 5
+    for index, (record, row) in enumerate(zip(records, rows, strict=True)):
+        slots = [row[f"image{k}"] for k in (1, 2, 3) if row[f"image{k}"] is not None]
+        human, gpt = record["conversations"]
+        assert record["id"] == f"{index:09d}"
+        assert human == {"from": "human", "value": "<image>" * len(slots) + row["text"]}
+        assert gpt == {"from": "gpt", "value": ""}
+        image = record.get("image")
+        paths = [] if image is None else [image] if isinstance(image, str) else image
+        assert [(folder / p).read_bytes() for p in paths] == slots
+        assert (image is None) == (not slots) and isinstance(image, str) == (len(slots) == 1)
+    with pytest.raises(ValueError, match="role='system' is not one of"):
+        llava_record(0, {"messages": [{"role": "system", "content": "x"}], "images": []})
