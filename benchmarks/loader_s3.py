@@ -124,38 +124,24 @@ def s3_rows(ctx: Context, table: LoaderTable, workers: int) -> list[Row]:
         f"images/s, uint8, {workers} workers, {table.docs} documents, "
         f"{table.fragments} fragment(s), {table.bytes / MB:.0f} MB"
     )
-    return [
-        row(
-            "loader: VLMDataset from S3 (moto) vs from local disk, fragment cache, first "
-            "epoch from a cold cache (downloads included)",
-            runs["s3 cached"][0],
-            runs["local"][0],
-            where,
+    vs = "loader: VLMDataset from S3 (moto) vs from local disk"
+    rates = [
+        (
+            f"{vs}, fragment cache, first epoch from a cold cache (downloads included)",
+            "s3 cached",
+            0,
         ),
-        row(
-            "loader: VLMDataset from S3 (moto) vs from local disk, fragment cache warm",
-            runs["s3 cached"][1],
-            runs["local"][1],
-            where,
-        ),
-        row(
-            "loader: VLMDataset from S3 (moto) vs from local disk, no cache (Lance take over HTTP)",
-            runs["s3"][1],
-            runs["local"][1],
-            where,
-        ),
-        row(
-            "loader worker peak memory: from S3 (moto) without cache vs local disk",
-            runs["s3"][2],
-            runs["local"][2],
-            "MB (VmHWM, largest worker)",
-            higher=False,
-        ),
-        row(
+        (f"{vs}, fragment cache warm", "s3 cached", 1),
+        (f"{vs}, no cache (Lance take over HTTP)", "s3", 1),
+    ]
+    peaks = [
+        ("loader worker peak memory: from S3 (moto) without cache vs local disk", "s3"),
+        (
             "loader worker peak memory: from S3 (moto) with the fragment cache vs local disk",
-            runs["s3 cached"][2],
-            runs["local"][2],
-            "MB (VmHWM, largest worker)",
-            higher=False,
+            "s3 cached",
         ),
+    ]
+    peak_unit = "MB (VmHWM, largest worker)"
+    return [row(name, runs[k][i], runs["local"][i], where) for name, k, i in rates] + [
+        row(name, runs[k][2], runs["local"][2], peak_unit, higher=False) for name, k in peaks
     ]
