@@ -13,6 +13,7 @@ Sections (each measures ours against the alternative in the same run):
   indices, compaction), each measured;
 * ``join``: our id-only join vs the seed's three joins that carry image bytes;
 * ``loader``: ``VLMDataset`` + ``DataLoader`` vs the machine's decode+resize limit;
+* ``curation``: the image ingest with the quality signals vs without;
 * ``ingest``: S3 (moto server on 127.0.0.1) into ``image_lance`` vs parallel boto3;
 * ``growth``: a full materialization at N/20, N/2 and 5N/2 images: time and peak memory;
 * ``scale`` (only with ``--only scale``): the sensor tick and the ingest plan as the lake
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from benchmarks.common import Context, Row, markdown
 
-SECTIONS = ("access", "layout", "join", "loader", "ingest", "growth", "scale")
+SECTIONS = ("access", "layout", "join", "loader", "ingest", "curation", "growth", "scale")
 #: What runs without --only (``scale`` is run on its own: --only scale).
 DEFAULT_SECTIONS = SECTIONS[:-1]
 log = logging.getLogger("benchmarks")

@@ -101,8 +101,11 @@ def _alternate(sides: dict[str, Callable[[], Any]], repeats: int) -> dict[str, f
 class _OursInto:
     """``ingest_images`` into a fresh dataset folder each call (the previous one removed)."""
 
-    def __init__(self, store: Any, source: str, scratch: Path, expected: int) -> None:
+    def __init__(
+        self, store: Any, source: str, scratch: Path, expected: int, options: Any = None
+    ) -> None:
         self.store, self.source, self.scratch, self.expected = store, source, scratch, expected
+        self.options = options
         self.runs = 0
 
     def __call__(self) -> None:
@@ -115,7 +118,7 @@ class _OursInto:
             self.store,
             self.source,
             str(self.scratch / f"images-{self.runs}.lance"),
-            ImageIngestOptions(),
+            self.options or ImageIngestOptions(),
         )
         if report.inserted != self.expected:
             raise RuntimeError(

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from vlm_lake.errors import InvalidImageError
+from vlm_lake.imaging.signals import draft_request, thumbnail
 
 #: Object-key extensions taken as images (compared lower-cased).
 IMAGE_SUFFIXES: tuple[str, ...] = (
@@ -69,11 +70,14 @@ class ImageInfo:
         format: Pillow's format name, lower-cased (``jpeg``, ``png``...).
         width: Width in pixels as displayed (after EXIF orientation).
         height: Height in pixels as displayed (after EXIF orientation).
+        thumbnail: The upright luminance thumbnail the quality signals are computed from
+            (:mod:`vlm_lake.imaging.signals`), when asked for.
     """
 
     format: str
     width: int
     height: int
+    thumbnail: bytes | None = None
 
 
 class _PixelLimitError(Image.DecompressionBombError):
@@ -167,7 +171,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK (Adobe-inverted handled on read), YCbCr, LAB...
 
 
-def probe_image(data: bytes, source_uri: str) -> ImageInfo:
+def probe_image(data: bytes, source_uri: str, *, signals: bool = False) -> ImageInfo:
     """Check that ``data`` decodes as an image and return its format and displayed size.
 
     The pixel count is checked from the header, before anything is decoded, so a
@@ -179,6 +183,9 @@ def probe_image(data: bytes, source_uri: str) -> ImageInfo:
     Args:
         data: Raw object bytes.
         source_uri: Where the bytes came from, used in the error message.
+        signals: Also make the thumbnail of the quality signals, from the same decode (a
+            JPEG is then decoded to luminance only, its shorter side at least ``THUMB``
+            pixels instead of 1/8 scale).
 
     Returns:
         The image's format, displayed width and displayed height.
@@ -198,11 +205,20 @@ def probe_image(data: bytes, source_uri: str) -> ImageInfo:
                     f"pixel mode {im.mode!r} cannot be converted to RGB "
                     f"(supported: {', '.join(sorted(DECODABLE_MODES))})",
                 )
-            if fmt == "jpeg":
+            if fmt == "jpeg" and signals:  # luminance only, shorter side >= THUMB
+                im.draft("L", draft_request(width, height))
+            elif fmt == "jpeg":
                 im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             im.load()
-            if _orientation(im) in _SWAPS_AXES:
+            orientation = _orientation(im)
+            if orientation in _SWAPS_AXES:
                 width, height = height, width
+            thumb = None
+            if signals:
+                gray = im if im.mode == "L" else _to_rgb(im).convert("L")
+                if orientation != 1:
+                    gray = gray.transpose(_TRANSPOSE[orientation])
+                thumb = thumbnail(gray)
     except InvalidImageError:
         raise
     except Image.DecompressionBombError as exc:  # ours from the header, or Pillow's (GIF frames)
@@ -217,7 +233,7 @@ def probe_image(data: bytes, source_uri: str) -> ImageInfo:
         raise InvalidImageError(
             source_uri, f"decoding failed (truncated or corrupt data): {exc}"
         ) from exc
-    return ImageInfo(fmt, width, height)
+    return ImageInfo(fmt, width, height, thumb)
 
 
 def decode_rgb(

@@ -13,10 +13,12 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from vlm_lake.errors import InvalidImageError
 from vlm_lake.imaging.decode import probe_image
+from vlm_lake.imaging.signals import THUMB, batch_signals
 from vlm_lake.ingest.quarantine import RejectedImage
 from vlm_lake.store import uris
 from vlm_lake.store.object_store import ObjectInfo, ObjectStore
@@ -26,11 +28,18 @@ from vlm_lake.util.progress import Progress
 
 log = logging.getLogger(__name__)
 
+#: Row key of the signals thumbnail between the download threads and the batch.
+_THUMB = "_thumbnail"
+#: Stands in for a missing thumbnail in a batch (its signals are masked to null).
+_BLANK = bytes(THUMB * THUMB)
 
-def _fetch(store: ObjectStore, info: ObjectInfo) -> dict[str, object] | RejectedImage:
+
+def _fetch(
+    store: ObjectStore, info: ObjectInfo, signals: bool
+) -> dict[str, object] | RejectedImage:
     data = store.read_bytes(info.uri)
     try:
-        meta = probe_image(data, info.uri)
+        meta = probe_image(data, info.uri, signals=signals)
     except InvalidImageError as exc:
         return RejectedImage(
             info.uri, uris.stem(info.key), info.etag, len(data), "decode", exc.problem
@@ -45,7 +54,25 @@ def _fetch(store: ObjectStore, info: ObjectInfo) -> dict[str, object] | Rejected
         "format": meta.format,
         "width": meta.width,
         "height": meta.height,
+        _THUMB: meta.thumbnail,
     }
+
+
+def _record_batch(rows: list[dict[str, object]]) -> pa.RecordBatch:
+    """The rows as an ``IMAGE_SCHEMA`` batch, with the signals of those that have a thumbnail."""
+    thumbs = [row.pop(_THUMB) for row in rows]
+    batch = pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
+    measured = np.array([t is not None for t in thumbs])
+    if not measured.any():
+        return batch
+    sizes = [(int(r["width"]), int(r["height"])) for r in rows]  # type: ignore[call-overload]
+    present = [t if t is not None else _BLANK for t in thumbs]
+    columns = batch.columns
+    for name, values in batch_signals(present, sizes).items():
+        field = IMAGE_SCHEMA.field(name)
+        index = IMAGE_SCHEMA.get_field_index(name)
+        columns[index] = pa.array(values, type=field.type, mask=~measured)
+    return pa.RecordBatch.from_arrays(columns, schema=IMAGE_SCHEMA)
 
 
 def iter_image_batches(
@@ -67,7 +94,7 @@ def iter_image_batches(
     rows: list[dict[str, object]] = []
     pending_bytes = 0
     for row in bounded_parallel_map(
-        lambda info: _fetch(store, info), to_fetch, workers=options.workers
+        lambda info: _fetch(store, info, options.signals), to_fetch, workers=options.workers
     ):
         if isinstance(row, RejectedImage):
             if options.on_bad_input == "fail":
@@ -82,7 +109,7 @@ def iter_image_batches(
         pending_bytes += size
         progress.update(1, size)
         if len(rows) >= options.batch_rows or pending_bytes >= options.batch_bytes:
-            yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
+            yield _record_batch(rows)
             rows, pending_bytes = [], 0
     if rows:
-        yield pa.RecordBatch.from_pylist(rows, schema=IMAGE_SCHEMA)
+        yield _record_batch(rows)

@@ -62,6 +62,8 @@ class ImageIngestOptions:
             listing instead of a dict on the driver (unless ``engine="local"``).
         list_workers: LIST streams at once when such a listing is read (one per
             sub-prefix, :mod:`vlm_lake.store.parallel_listing`).
+        signals: Measure each image's quality signals on the decode that checks it
+            (:mod:`vlm_lake.imaging.signals`); off leaves those columns null.
     """
 
     workers: int = 16
@@ -76,6 +78,7 @@ class ImageIngestOptions:
     objects_per_task: int = 2000
     plan_on_spark_from: int = 200_000
     list_workers: int = 8
+    signals: bool = True
 
     def __post_init__(self) -> None:
         check_on_bad_input(self.on_bad_input)

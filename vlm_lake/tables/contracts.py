@@ -32,7 +32,29 @@ IMAGE_SCHEMA = pa.schema(
         pa.field("format", pa.string(), nullable=False),
         pa.field("width", pa.int32(), nullable=False),
         pa.field("height", pa.int32(), nullable=False),
+        # Quality signals measured at ingest (vlm_lake/imaging/signals.py); null only in a
+        # row written with signals off.
+        pa.field("phash", pa.int64()),
+        pa.field("blur", pa.float32()),
+        pa.field("luma_mean", pa.float32()),
+        pa.field("dark_share", pa.float32()),
+        pa.field("bright_share", pa.float32()),
+        pa.field("flat_share", pa.float32()),
+        pa.field("aspect_ratio", pa.float32()),
+        pa.field("short_side", pa.int32()),
     ]
+)
+
+#: The quality-signal columns of ``image_lance``.
+IMAGE_SIGNAL_COLUMNS: tuple[str, ...] = (
+    "phash",
+    "blur",
+    "luma_mean",
+    "dark_share",
+    "bright_share",
+    "flat_share",
+    "aspect_ratio",
+    "short_side",
 )
 
 # -- text_lance ----------------------------------------------------------------------------
