@@ -179,3 +179,16 @@ def seed_layout_resources(
         "object_store": object_store,
         "upload_events": upload_events or UploadEventsResource(),
     }
+
+
+def checked_text_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` of ``text_lance`` without its signal columns, once they are checked.
+
+    The length must be the text's and the MinHash its signature (recomputed here).
+    """
+    from vlm_lake.curation.text_signals import minhash
+
+    length, signature = row.pop("text_length"), row.pop("minhash")
+    assert length == len(row["text"]), (row["docid"], length)
+    assert signature == minhash(row["text"]).tolist(), row["docid"]
+    return row

@@ -9,7 +9,7 @@ from typing import Any
 
 import lance
 import pytest
-from helpers import SEED_TESTDATA, put, upload_seed_example, write_json
+from helpers import SEED_TESTDATA, checked_text_row, put, upload_seed_example, write_json
 
 from vlm_lake.errors import DuplicateKeyError, InvalidDocumentError, SourceNotFoundError
 from vlm_lake.ingest.texts import TextIngestOptions, ingest_texts
@@ -53,7 +53,9 @@ def _rows(uri: str, store: ObjectStore | None = None) -> list[dict[str, Any]]:
     """The rows without the provenance columns (source_uri, record_sha256)."""
     opts = store.storage_options(uri) if store is not None else None
     rows = lance.dataset(uri, storage_options=opts or None).to_table().to_pylist()
-    return [{k: v for k, v in r.items() if k not in PROVENANCE_COLUMNS} for r in rows]
+    return [
+        {k: v for k, v in checked_text_row(r).items() if k not in PROVENANCE_COLUMNS} for r in rows
+    ]
 
 
 def _jsonl(path: Path, records: list[Any], *, ensure_ascii: bool = True) -> Path:
@@ -144,7 +146,7 @@ def test_prefix_with_several_files(tmp_path: Path, local_store: ObjectStore) -> 
     assert (report.files, report.documents, report.num_slots) == (3, 4, 4)
     ds = lance.dataset(str(tmp_path / "t.lance"))
     assert ds.schema == text_schema(4)
-    rows = {r["docid"]: r for r in ds.to_table().to_pylist()}
+    rows = {r["docid"]: checked_text_row(r) for r in ds.to_table().to_pylist()}
     assert set(rows) == {"a1", "b1", "c1", "c2"}
     assert rows["a1"] == {
         "docid": "a1",

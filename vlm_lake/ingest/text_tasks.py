@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlm_lake.curation.text_signals import text_batch
 from vlm_lake.errors import InvalidDocumentError
 from vlm_lake.ingest.text_records import check_record, record_hash, record_slots
 from vlm_lake.ingest.text_units import TextUnit, unit_records
@@ -144,10 +145,10 @@ class WriteTextsTask(FragmentTask):
             for row in self._documents(store, unit, picks):
                 out.append(row)
                 if len(out) >= self.batch_rows:
-                    yield pa.RecordBatch.from_pylist(out, schema=schema)
+                    yield text_batch(out, schema)
                     out = []
         if out:
-            yield pa.RecordBatch.from_pylist(out, schema=schema)
+            yield text_batch(out, schema)
 
     def _documents(
         self, store: ObjectStore, unit: TextUnit, picks: dict[int, str]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlm_lake.curation.text_signals import text_batch
 from vlm_lake.errors import InvalidDocumentError, SourceNotFoundError
 from vlm_lake.ingest.changes import commit_changes
 from vlm_lake.ingest.quarantine import RejectedDocument, write_rejections
@@ -83,10 +84,10 @@ def iter_text_batches(
             rows.append(row)
             progress.update(1, len(record["text"]))
             if len(rows) >= batch_rows:
-                yield pa.RecordBatch.from_pylist(rows, schema=schema)
+                yield text_batch(rows, schema)
                 rows = []
     if rows:
-        yield pa.RecordBatch.from_pylist(rows, schema=schema)
+        yield text_batch(rows, schema)
 
 
 def _scan(

@@ -66,6 +66,13 @@ MAX_IMAGE_SLOTS = 64
 #: Columns after the image ids: where the document came from and a hash of its content.
 PROVENANCE_COLUMNS = ("source_uri", "record_sha256")
 
+#: Columns after those: the text's length (characters) and its MinHash signature
+#: (:mod:`vlm_lake.curation.text_signals`); null only in rows written by hand.
+TEXT_SIGNAL_FIELDS = (
+    pa.field("text_length", pa.int32()),
+    pa.field("minhash", pa.list_(pa.uint32(), 64)),
+)
+
 _SLOT_KEY = re.compile(r"^image_id(\d+)$")
 
 
@@ -89,6 +96,7 @@ def text_schema(num_slots: int) -> pa.Schema:
         ]
         + [pa.field(image_id_column(k), pa.string()) for k in range(1, num_slots + 1)]
         + [pa.field(name, pa.string(), nullable=False) for name in PROVENANCE_COLUMNS]
+        + list(TEXT_SIGNAL_FIELDS)
     )
 
 

@@ -1,0 +1,1 @@
+"""Curation: quality signals, duplicates and the policy that decides what training gets."""
