@@ -144,7 +144,7 @@ def test_new_document_is_affected(versions: Versions) -> None:
 def test_old_version_without_hashes_cannot_be_compared(tmp_path: Path) -> None:
     v = Versions(tmp_path)
     old_schema = pa.schema([f for f in text_schema(3) if f.name != "record_sha256"])
-    t1 = v.texts([{k: r[k] for k in old_schema.names} for r in DOCS], old_schema)
+    t1 = v.texts([{k: r.get(k) for k in old_schema.names} for r in DOCS], old_schema)
     t2 = v.texts(DOCS)
     i1 = v.images([_image_row("x", X)])
     assert v.affected(t1, t2, i1, i1) is None

@@ -1,0 +1,163 @@
+"""Duplicate clusters of images: exact (sha256) and perceptual (phash Hamming distance).
+
+Perceptual pairs are found without comparing all pairs (multi-index hashing): identical
+hashes are merged first; then the 64 bits are cut into ``threshold + 1`` bands, and two
+hashes within ``threshold`` bits agree exactly on at least one band (pigeonhole), so only
+hashes sharing a band value are compared. Pairs are joined into clusters (union-find).
+
+Each cluster keeps one image: the largest resolution (width x height), then the first
+ingested (the lowest row position); the others are its duplicates. Measured cost against
+all pairs: docs/benchmarks.md#curation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Default largest Hamming distance (bits of 64) between perceptual duplicates: the
+#: shipped photo re-encoded, resized, cropped by 4% or turned by EXIF is 0-6 bits away,
+#: another photo about 30 (tests/unit/test_image_signals.py).
+PHASH_THRESHOLD = 6
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Images grouped into duplicate clusters.
+
+    Attributes:
+        cluster: For each image, the index of its cluster's kept image (itself when it is
+            kept or in no cluster).
+        size: For each image, the size of its cluster (1: no duplicate).
+    """
+
+    cluster: np.ndarray
+    size: np.ndarray
+
+    def duplicates(self) -> np.ndarray:
+        """Indices of the images that are not kept (their cluster keeps another)."""
+        return np.flatnonzero(self.cluster != np.arange(len(self.cluster)))
+
+    def groups(self) -> list[np.ndarray]:
+        """The clusters of two or more images, largest first, each kept image first."""
+        order = np.argsort(self.cluster, kind="stable")
+        keys = self.cluster[order]
+        cuts = np.flatnonzero(np.diff(keys)) + 1
+        out = []
+        for group in np.split(order, cuts):
+            if len(group) > 1:
+                kept = self.cluster[group[0]]
+                out.append(np.concatenate([[kept], group[group != kept]]))
+        return sorted(out, key=len, reverse=True)
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:  # path compression
+            self.parent[i], i = root, self.parent[i]
+        return root
+
+    def union_pairs(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            rx, ry = self.find(x), self.find(y)
+            if rx != ry:
+                self.parent[max(rx, ry)] = min(rx, ry)
+
+    def roots(self) -> np.ndarray:
+        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+
+
+def _bands(threshold: int) -> list[tuple[int, int]]:
+    """``threshold + 1`` (shift, width) bit ranges covering 64 bits."""
+    count = threshold + 1
+    edges = np.linspace(0, 64, count + 1).round().astype(int)
+    return [(int(lo), int(hi - lo)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def hamming_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i < j)`` of distinct ``hashes`` (uint64) within ``threshold`` bits.
+
+    Args:
+        hashes: Distinct 64-bit hashes.
+        threshold: Largest Hamming distance (0..63).
+
+    Returns:
+        Two index arrays, each pair once.
+    """
+    if not 0 <= threshold < 64:
+        raise ValueError(f"threshold={threshold!r} must be 0..63 bits")
+    found: set[tuple[int, int]] = set()
+    for shift, width in _bands(threshold):
+        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        cuts = np.flatnonzero(np.diff(sorted_keys)) + 1
+        for group in np.split(order, cuts):
+            if len(group) < 2:
+                continue
+            i, j = np.triu_indices(len(group), k=1)
+            a, b = group[i], group[j]
+            close = np.bitwise_count(hashes[a] ^ hashes[b]) <= threshold
+            found.update(zip(np.minimum(a, b)[close].tolist(), np.maximum(a, b)[close].tolist()))
+    if not found:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    pairs = np.array(sorted(found), dtype=np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _keep_rank(pixels: np.ndarray) -> np.ndarray:
+    """Rank of each image for keeping: larger resolution first, then lower position."""
+    order = np.lexsort((np.arange(len(pixels)), -pixels))
+    rank = np.empty(len(pixels), dtype=np.int64)
+    rank[order] = np.arange(len(pixels))
+    return rank
+
+
+def cluster_images(
+    phash: np.ndarray,
+    sha256: list[str],
+    pixels: np.ndarray,
+    *,
+    threshold: int | None = PHASH_THRESHOLD,
+) -> Clusters:
+    """Cluster images by identical bytes and, unless ``threshold`` is None, close hashes.
+
+    Args:
+        phash: Each image's 64-bit perceptual hash (int64 or uint64), in row order.
+        sha256: Each image's content digest.
+        pixels: Each image's width x height.
+        threshold: Largest phash Hamming distance of perceptual duplicates; None clusters
+            exact duplicates only.
+
+    Returns:
+        The clusters, with the kept image of each.
+    """
+    n = len(sha256)
+    rank = _keep_rank(np.asarray(pixels, dtype=np.int64))
+    by_rank = np.argsort(rank)  # image index of each rank
+    uf = _UnionFind(n)  # over ranks: a cluster's root is its best-ranked image
+    _, first = np.unique(np.asarray(sha256), return_inverse=True)
+    links = [first]
+    if threshold is not None:
+        unique, inverse = np.unique(np.asarray(phash).astype(np.uint64), return_inverse=True)
+        a, b = hamming_pairs(unique, threshold)
+        links.append(inverse)
+        # representatives of each distinct hash, linked when their hashes are close
+        rep = np.full(len(unique), -1, dtype=np.int64)
+        rep[inverse[::-1]] = np.arange(n)[::-1]
+        uf.union_pairs(rank[rep[a]], rank[rep[b]])
+    for groups in links:  # images sharing a sha256 (or a phash) are one cluster
+        order = np.argsort(groups, kind="stable")
+        same = groups[order][1:] == groups[order][:-1]
+        uf.union_pairs(rank[order[:-1][same]], rank[order[1:][same]])
+    roots = uf.roots()  # root rank per rank
+    cluster = by_rank[roots[rank]]
+    _, inverse, counts = np.unique(cluster, return_inverse=True, return_counts=True)
+    return Clusters(cluster=cluster, size=counts[inverse])
