@@ -105,7 +105,8 @@ def hamming_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.nd
             i, j = np.triu_indices(len(group), k=1)
             a, b = group[i], group[j]
             close = np.bitwise_count(hashes[a] ^ hashes[b]) <= threshold
-            found.update(zip(np.minimum(a, b)[close].tolist(), np.maximum(a, b)[close].tolist()))
+            low, high = np.minimum(a, b)[close], np.maximum(a, b)[close]
+            found.update(zip(low.tolist(), high.tolist(), strict=True))
     if not found:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     pairs = np.array(sorted(found), dtype=np.int64)
