@@ -36,6 +36,7 @@ from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
 from vlm_lake.checks import check_images, check_texts
+from vlm_lake.curation.image_report import signal_counts
 from vlm_lake.errors import DatasetNotFoundError
 from vlm_lake.ingest.changes import IngestReport
 from vlm_lake.ingest.images import ImageIngestOptions, ingest_images, quarantine_images
@@ -85,7 +86,7 @@ class _Source:
     quarantine: Callable[..., list[Any]]
     check: Callable[[Any, IngestReport], list[Any]]
     summary: Callable[[IngestReport], str]
-    metadata: Callable[[IngestReport], dict[str, Any]]
+    metadata: Callable[[IngestReport, Any], dict[str, Any]]
     engine: Callable[[SparkResource], dict[str, Any]] = lambda _spark: {}
 
 
@@ -166,7 +167,7 @@ def _run_ingest(
             source.check(candidate, report),
             source_uri=source.source_uri(lake),
             **_change_metadata(report),
-            **source.metadata(report),
+            **source.metadata(report, candidate),
         )
         rejected = report.rejected
     else:
@@ -247,10 +248,12 @@ IMAGES = _Source(
         f"{r.objects} downloaded ({r.bytes / 1e6:.1f} MB) in {r.seconds:.1f}s"
         + (f" by {r.tasks} Spark tasks" if r.tasks else "")
     ),
-    metadata=lambda r: {
+    metadata=lambda r, ds: {
         "downloaded_bytes": r.bytes,
         "seconds": round(r.seconds, 3),
         "spark_tasks": r.tasks,
+        # images each quality signal flags (plotted over time; docs/curation.md)
+        **{f"images_{flag}": n for flag, n in signal_counts(ds).items()},
     },
     engine=lambda spark: {"spark": lambda: spark.spark_session},
 )
@@ -280,7 +283,7 @@ TEXTS = _Source(
     quarantine=quarantine_texts,
     check=lambda ds, _report: check_texts(ds),
     summary=lambda r: f"{r.documents} valid documents in {r.files} file(s), K={r.num_slots}",
-    metadata=lambda r: {
+    metadata=lambda r, _ds: {
         "source_files": r.files,
         "image_slots": r.num_slots,
         "spark_tasks": r.spark_tasks,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 from vlm_lake.lake import SAMPLE_DATA
 
@@ -192,3 +192,31 @@ def checked_text_row(row: dict[str, Any]) -> dict[str, Any]:
     assert length == len(row["text"]), (row["docid"], length)
     assert signature == minhash(row["text"]).tolist(), row["docid"]
     return row
+
+
+def _jpeg(im: Image.Image, quality: int = 90, exif: bytes | None = None) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality, **({"exif": exif} if exif else {}))
+    return buf.getvalue()
+
+
+def hard_case_images() -> dict[str, bytes]:
+    """The shipped cat photo, its perceptual duplicates and the bad-quality cases."""
+    original = sample_image_bytes("image1.jpg")
+    photo = Image.open(io.BytesIO(original)).convert("RGB")
+    w, h = photo.size
+    rotated_exif = Image.Exif()
+    rotated_exif[0x0112] = 6  # Orientation: the viewer turns it 90 degrees clockwise
+    return {
+        "original": original,
+        "requality": _jpeg(photo, quality=35),
+        "resized": _jpeg(photo.resize((w * 3 // 5, h * 3 // 5), Image.Resampling.LANCZOS)),
+        "cropped": _jpeg(photo.crop((w // 25, h // 25, w - w // 25, h - h // 25))),
+        # stored turned 90 degrees counter-clockwise, with EXIF saying to turn it back
+        "exif_rotated": _jpeg(photo.transpose(Image.Transpose.ROTATE_90), exif=rotated_exif),
+        "other_photo": sample_image_bytes("image2.jpg"),
+        "flat_grey": _jpeg(Image.new("RGB", (200, 150), (128, 128, 128))),
+        "almost_black": _jpeg(ImageEnhance.Brightness(photo).enhance(0.04)),
+        "tiny": _jpeg(photo.resize((16, 16), Image.Resampling.LANCZOS)),
+        "blurred": _jpeg(photo.filter(ImageFilter.GaussianBlur(8))),
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 import lance
 import numpy as np
 import pytest
-from test_image_signals import _hard_cases
+from helpers import hard_case_images
 
 from vlm_lake.curation.clusters import cluster_images, hamming_pairs
 from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
@@ -85,7 +85,7 @@ def test_hamming_pairs_finds_each_close_pair_once() -> None:
 
 
 def test_hard_cases_cluster_around_the_largest_first_ingested_photo(tmp_path: Path) -> None:
-    cases = _hard_cases() | {"original_copy": _hard_cases()["original"]}
+    cases = hard_case_images() | {"original_copy": hard_case_images()["original"]}
     folder = tmp_path / "raw"
     folder.mkdir()
     for name, data in cases.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -10,42 +9,14 @@ import imagehash
 import lance
 import numpy as np
 import pytest
-from helpers import photo_variant, sample_image_bytes
-from PIL import Image, ImageEnhance, ImageFilter
+from helpers import hard_case_images, photo_variant
+from PIL import Image
 
 from vlm_lake.imaging.decode import probe_image
 from vlm_lake.imaging.signals import THUMB, batch_signals, hamming, hash_inputs, phashes
 from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables.contracts import IMAGE_SIGNAL_COLUMNS
-
-
-def _jpeg(im: Image.Image, quality: int = 90, exif: bytes | None = None) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=quality, **({"exif": exif} if exif else {}))
-    return buf.getvalue()
-
-
-def _hard_cases() -> dict[str, bytes]:
-    """The shipped cat photo, its perceptual duplicates and the bad-quality cases."""
-    original = sample_image_bytes("image1.jpg")
-    photo = Image.open(io.BytesIO(original)).convert("RGB")
-    w, h = photo.size
-    rotated_exif = Image.Exif()
-    rotated_exif[0x0112] = 6  # Orientation: the viewer turns it 90 degrees clockwise
-    return {
-        "original": original,
-        "requality": _jpeg(photo, quality=35),
-        "resized": _jpeg(photo.resize((w * 3 // 5, h * 3 // 5), Image.Resampling.LANCZOS)),
-        "cropped": _jpeg(photo.crop((w // 25, h // 25, w - w // 25, h - h // 25))),
-        # stored turned 90 degrees counter-clockwise, with EXIF saying to turn it back
-        "exif_rotated": _jpeg(photo.transpose(Image.Transpose.ROTATE_90), exif=rotated_exif),
-        "other_photo": sample_image_bytes("image2.jpg"),
-        "flat_grey": _jpeg(Image.new("RGB", (200, 150), (128, 128, 128))),
-        "almost_black": _jpeg(ImageEnhance.Brightness(photo).enhance(0.04)),
-        "tiny": _jpeg(photo.resize((16, 16), Image.Resampling.LANCZOS)),
-        "blurred": _jpeg(photo.filter(ImageFilter.GaussianBlur(8))),
-    }
 
 
 class Signals:
@@ -69,11 +40,11 @@ def _measure(cases: dict[str, bytes]) -> dict[str, Signals]:
 
 @pytest.fixture(scope="module")
 def signals() -> dict[str, Signals]:
-    return _measure(_hard_cases())
+    return _measure(hard_case_images())
 
 
 def test_the_batched_phash_is_imagehash_bit_for_bit() -> None:
-    cases = {f"photo{i}": photo_variant(i) for i in range(40)} | _hard_cases()
+    cases = {f"photo{i}": photo_variant(i) for i in range(40)} | hard_case_images()
     thumbs = [probe_image(d, n, signals=True).thumbnail for n, d in cases.items()]
     x = np.frombuffer(b"".join(thumbs), dtype=np.uint8).reshape(-1, THUMB, THUMB)  # type: ignore[arg-type]
     small = hash_inputs(x)
@@ -114,7 +85,7 @@ def test_ingest_stores_the_signals_and_can_leave_them_out(
 ) -> None:
     folder = tmp_path / "raw"
     folder.mkdir()
-    for name, data in _hard_cases().items():
+    for name, data in hard_case_images().items():
         (folder / f"{name}.jpg").write_bytes(data)
     uri = str(tmp_path / "images.lance")
     ingest_images(ObjectStore(), str(folder), uri, ImageIngestOptions(engine="local"))
