@@ -9,6 +9,7 @@ import lance
 import numpy as np
 from datasketch import MinHash
 
+from vlm_lake.curation.clusters import cluster_texts
 from vlm_lake.curation.text_signals import NUM_PERM, jaccard, minhash, shingles
 from vlm_lake.ingest.texts import ingest_texts
 from vlm_lake.store.object_store import ObjectStore
@@ -46,3 +47,19 @@ def test_ingest_stores_length_and_a_signature_near_duplicates_share(
     # 29 words: one changed word changes 3 of 27 shingles (true Jaccard 24/30 = 0.8)
     assert jaccard(sig["orig"], sig["one_word"]) >= 0.6
     assert jaccard(sig["orig"], sig["other"]) <= 0.1
+
+
+def test_near_duplicate_texts_cluster_and_the_first_is_kept() -> None:
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(2000)]
+    texts = [" ".join(rng.choice(words, size=40)) for _ in range(300)]
+    for i in range(0, 300, 10):  # row i + 1: row i with one word changed
+        changed = texts[i].split()
+        changed[17] = "changed"
+        texts[i + 1] = " ".join(changed)
+    texts += [CAPTION, CAPTION.replace("wooden", "painted"), DOCS[2]["text"]]
+    clusters = cluster_texts(np.stack([minhash(t) for t in texts]))
+    groups = [sorted(g.tolist()) for g in clusters.groups()]
+    expected = [[i, i + 1] for i in range(0, 300, 10)] + [[300, 301]]
+    assert sorted(groups) == expected
+    assert all(clusters.cluster[b] == a for a, b in expected)  # the first row is kept
