@@ -31,3 +31,19 @@ def test_image_lance_metadata_counts_the_flagged_hard_cases(
         "small": 1,
         "without_signals": 0,
     }
+    # the perceptual-duplicates check warns with the one cluster, its kept image first
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    dup = checks["perceptual_duplicates"]
+    assert not dup.passed and dup.severity.value == "WARN"
+    (cluster,) = dup.metadata["clusters"].value
+    assert cluster["size"] == 8 and cluster["kept"] == "almost_black"  # first 451x300 row
+    assert set(cluster["duplicates"]) == {
+        "blurred",
+        "cropped",
+        "exif_rotated",
+        "original",
+        "requality",
+        "resized",
+        "tiny",
+    }
+    assert result.success  # a warning does not stop publication

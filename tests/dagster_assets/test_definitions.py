@@ -101,6 +101,7 @@ def test_checks_guarding_training_are_blocking() -> None:
         ("image_lance", "image_id_unique"): True,
         ("image_lance", "images_decode"): True,
         ("image_lance", "duplicate_images"): False,
+        ("image_lance", "perceptual_duplicates"): False,
         ("text_lance", "docid_unique"): True,
         ("text_lance", "text_not_empty"): True,
         ("text_lance", "schema_as_contracted"): True,

@@ -127,7 +127,12 @@ def test_image_checks_pass_on_good_data(tmp_path: Path) -> None:
     rows = [_image_row(f"i{k}", photo_variant(k, size=(24, 24))) for k in range(4)]
     ds = _write(tmp_path / "images.lance", rows, IMAGE_SCHEMA)
     got = _by_name(checks.check_images(ds, batch_rows=3))
-    assert set(got) == {"image_id_unique", "images_decode", "duplicate_images"}
+    assert set(got) == {
+        "image_id_unique",
+        "images_decode",
+        "duplicate_images",
+        "perceptual_duplicates",
+    }
     assert all(o.passed for o in got.values())
     assert checks.blocking_failures(got.values()) == []
     assert got["image_id_unique"].observed == 0 and got["image_id_unique"].blocking

@@ -1,4 +1,4 @@
-"""Checks of ``image_lance``: unique ids, every written image decodes, byte-identical images."""
+"""Checks of ``image_lance``: unique ids, every written image decodes, duplicate images."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vlm_lake.checks.spec import MAX_EXAMPLES, CheckOutcome, CheckSpec, unique_key
+from vlm_lake.curation.clusters import PHASH_THRESHOLD, cluster_images
 from vlm_lake.errors import InvalidImageError
 from vlm_lake.imaging.decode import probe_image
 from vlm_lake.tables import lance_io, reads
@@ -22,7 +24,15 @@ DUPLICATE_IMAGES = CheckSpec(
     False,
     "Byte-identical images under different ids (sha256).",
 )
-SPECS = (IMAGE_ID_UNIQUE, IMAGES_DECODE, DUPLICATE_IMAGES)
+PERCEPTUAL_DUPLICATES = CheckSpec(
+    "image_lance",
+    "perceptual_duplicates",
+    False,
+    f"Clusters of images whose perceptual hashes are within {PHASH_THRESHOLD} bits "
+    "(re-encoded, resized, slightly cropped copies), each with the image it keeps.",
+    threshold=PHASH_THRESHOLD,
+)
+SPECS = (IMAGE_ID_UNIQUE, IMAGES_DECODE, DUPLICATE_IMAGES, PERCEPTUAL_DUPLICATES)
 
 
 def check_images(
@@ -38,12 +48,14 @@ def check_images(
         batch_rows: Rows per read while decoding.
 
     Returns:
-        ``image_id_unique`` and ``images_decode`` (blocking), ``duplicate_images`` (warning).
+        ``image_id_unique`` and ``images_decode`` (blocking), ``duplicate_images`` and
+        ``perceptual_duplicates`` (warnings).
     """
     return [
         unique_key(IMAGE_ID_UNIQUE, ds, "image_id"),
         _images_decode(ds, written_ids, batch_rows),
         _duplicate_images(ds),
+        _perceptual_duplicates(ds),
     ]
 
 
@@ -84,6 +96,38 @@ def _duplicate_images(ds: Any) -> CheckOutcome:
         len(same),
         "no two image_ids with byte-identical content (same sha256)",
         {"groups": same[:MAX_EXAMPLES]},
+    )
+
+
+def _perceptual_duplicates(ds: Any) -> CheckOutcome:
+    """Perceptual clusters (:func:`~vlm_lake.curation.clusters.cluster_images`), largest first.
+
+    Reads ``image_id``, ``phash``, ``sha256``, ``width``, ``height`` (about 60 bytes per
+    image); rows without a hash (written with signals off) are left out.
+    """
+    table = ds.to_table(
+        columns=["image_id", "phash", "sha256", "width", "height"], filter="phash IS NOT NULL"
+    )
+    ids = table.column("image_id").to_pylist()
+    pixels = pc.multiply(
+        table.column("width").cast(pa.int64()), table.column("height").cast(pa.int64())
+    )
+    clusters = cluster_images(
+        table.column("phash").to_numpy(),
+        table.column("sha256").to_pylist(),
+        pixels.to_numpy(),
+    )
+    groups = clusters.groups()
+    examples = [
+        {"kept": ids[g[0]], "duplicates": [ids[i] for i in g[1:MAX_EXAMPLES]], "size": len(g)}
+        for g in groups[:MAX_EXAMPLES]
+    ]
+    return PERCEPTUAL_DUPLICATES.outcome(
+        not groups,
+        len(groups),
+        f"no two images within {PHASH_THRESHOLD} bits of perceptual hash "
+        f"({len(ids)} hashed images compared through hash bands, not all pairs)",
+        {"clusters": examples, "duplicates": len(clusters.duplicates())},
     )
 
 
