@@ -91,7 +91,7 @@ def test_seed_example_end_to_end(s3_resources: dict[str, Any], s3_store, bucket:
     assert by_key["training_json"]["published"].value is True
     assert not s3_store.exists(layout.training_json + ".candidate")  # promoted, not copied
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 20
+    assert len(checks) == 21
     # random-init weights make the three photos' features alike: the one (WARN) failure
     failed = [(c.asset_key.to_user_string(), c.check_name) for c in checks if not c.passed]
     assert failed == [("image_features", "near_duplicate_images")]
