@@ -55,11 +55,6 @@ def thumbnail(gray: Image.Image) -> bytes:
     return gray.tobytes()
 
 
-def signed64(value: int) -> int:
-    """An unsigned 64-bit hash as the int64 with the same bits (Arrow has no uint64 here)."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 def hamming(a: int, b: int) -> int:
     """Bits that differ between two 64-bit hashes (signed or not)."""
     return ((a ^ b) & ((1 << 64) - 1)).bit_count()
