@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from assets.curation import curation
 from assets.features import image_features
 from assets.ingest import ingest_images_asset, ingest_texts_asset
 from assets.llamafactory import training_llamafactory
@@ -15,10 +16,12 @@ ALL_ASSETS = [
     training_json,
     training_llamafactory,
     image_features,
+    curation,
 ]
 
 __all__ = [
     "ALL_ASSETS",
+    "curation",
     "image_features",
     "ingest_images_asset",
     "ingest_texts_asset",

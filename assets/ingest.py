@@ -30,6 +30,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.gallery import image_lance_gallery
 from assets.gate import check_specs, checked_lance_result
 from assets.metadata import markdown_table
 from resources.lake import LakeResource
@@ -86,7 +87,7 @@ class _Source:
     quarantine: Callable[..., list[Any]]
     check: Callable[[Any, IngestReport], list[Any]]
     summary: Callable[[IngestReport], str]
-    metadata: Callable[[IngestReport, Any], dict[str, Any]]
+    metadata: Callable[[IngestReport, Any, list[Any]], dict[str, Any]]
     engine: Callable[[SparkResource], dict[str, Any]] = lambda _spark: {}
 
 
@@ -159,15 +160,16 @@ def _run_ingest(
         context.log.info(f"{table}: {source.summary(report)}; {_change_summary(report)}")
         storage = store.storage_options(table_uri)
         candidate = lance_io.open_dataset(table_uri, storage, report.summary.version)
+        outcomes = source.check(candidate, report)
         yield checked_lance_result(
             context,
             table,
             report.summary,
             storage,
-            source.check(candidate, report),
+            outcomes,
             source_uri=source.source_uri(lake),
             **_change_metadata(report),
-            **source.metadata(report, candidate),
+            **source.metadata(report, candidate, outcomes),
         )
         rejected = report.rejected
     else:
@@ -248,12 +250,14 @@ IMAGES = _Source(
         f"{r.objects} downloaded ({r.bytes / 1e6:.1f} MB) in {r.seconds:.1f}s"
         + (f" by {r.tasks} Spark tasks" if r.tasks else "")
     ),
-    metadata=lambda r, ds: {
+    metadata=lambda r, ds, outcomes: {
         "downloaded_bytes": r.bytes,
         "seconds": round(r.seconds, 3),
         "spark_tasks": r.tasks,
         # images each quality signal flags (plotted over time; docs/curation.md)
         **{f"images_{flag}": n for flag, n in signal_counts(ds).items()},
+        # thumbnails: new images, largest perceptual clusters
+        **image_lance_gallery(ds, r.written_ids, outcomes),
     },
     engine=lambda spark: {"spark": lambda: spark.spark_session},
 )
@@ -283,7 +287,7 @@ TEXTS = _Source(
     quarantine=quarantine_texts,
     check=lambda ds, _report: check_texts(ds),
     summary=lambda r: f"{r.documents} valid documents in {r.files} file(s), K={r.num_slots}",
-    metadata=lambda r, _ds: {
+    metadata=lambda r, _ds, _outcomes: {
         "source_files": r.files,
         "image_slots": r.num_slots,
         "spark_tasks": r.spark_tasks,

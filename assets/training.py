@@ -17,10 +17,13 @@ from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
 from vlm_lake.checks import CheckOutcome, blocking_failures
+from vlm_lake.checks.curation import excluded_share
+from vlm_lake.checks.training_json import EXCLUDED_SHARE
 from vlm_lake.checks.training_shards import check_training_export
+from vlm_lake.curation.exclusion_set import load_exclusions
 from vlm_lake.spark.engine import check_engine
 from vlm_lake.training.export_json import preview_records
-from vlm_lake.training.manifest import manifest_uri
+from vlm_lake.training.manifest import ExportManifest, manifest_uri
 from vlm_lake.training.sharded_export import export_sharded, publish_export
 from vlm_lake.training.shards import SHARD_TARGET_BYTES
 
@@ -45,6 +48,16 @@ class ExportConfig(Config):
     )
 
 
+def exclusion_metadata(manifest: ExportManifest) -> dict[str, Any]:
+    """What the curation left out of an export, and which curation version it was."""
+    version = manifest.curation.get("curation_version")
+    return {
+        "excluded_documents": manifest.excluded_documents,
+        "excluded_images": manifest.excluded_images,
+        "curation_version": MetadataValue.text("none published") if version is None else version,
+    }
+
+
 def publish_if_checked(
     context: AssetExecutionContext,
     what: str,
@@ -67,7 +80,7 @@ def publish_if_checked(
     automation_condition=FOLLOW_UPSTREAM,
     freshness_policy=TRAINING_FRESHNESS,
     group_name=GROUP,
-    deps=["multimodal_lance"],
+    deps=["multimodal_lance", "curation"],
     kinds={"json", "s3", "spark"},
     check_specs=check_specs("training_json"),
     description='Alpaca-style training file: a JSON array of {"instruction": text, "input": '
@@ -75,7 +88,7 @@ def publish_if_checked(
     "as shards (one or more per multimodal fragment; only changed ones are rewritten) under "
     "LAKE_URI/training_data.shards/, assembled into LAKE_URI/training_data.json.candidate, "
     "checked shard by shard, then moved over LAKE_URI/training_data.json with its manifest "
-    "LAKE_URI/training_data.manifest.json.",
+    "LAKE_URI/training_data.manifest.json. Leaves out what the published curation excludes.",
 )
 def training_json(
     context: AssetExecutionContext,
@@ -92,6 +105,7 @@ def training_json(
     def session() -> Any:  # started only when shards go to Spark
         return spark.spark_session
 
+    exclusions = load_exclusions(layout.curation, store.storage_options(layout.curation))
     run = export_sharded(
         store,
         layout.multimodal,
@@ -99,6 +113,7 @@ def training_json(
         spark=session,
         engine=config.engine,
         target_bytes=config.shard_target_bytes,
+        exclusions=exclusions,
     )
     manifest = run.manifest
     context.log.info(
@@ -113,7 +128,7 @@ def training_json(
         manifest.records,
         spark=session if run.engine == "spark" else None,
         read=None if config.check_all_shards else run.written_names,
-    )
+    ) + [excluded_share(EXCLUDED_SHARE, manifest, exclusions.max_excluded_share)]
     published = publish_if_checked(
         context,
         run.candidate,
@@ -131,6 +146,7 @@ def training_json(
             "shards": len(manifest.shards),
             "shards_written": run.written,
             "shards_reused": run.reused,
+            **exclusion_metadata(manifest),
             "engine": run.engine,
             "bytes_copied_server_side": run.assembly.copied_bytes,
             "manifest": manifest_uri(layout.training_json),

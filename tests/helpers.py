@@ -220,3 +220,24 @@ def hard_case_images() -> dict[str, bytes]:
         "tiny": _jpeg(photo.resize((16, 16), Image.Resampling.LANCZOS)),
         "blurred": _jpeg(photo.filter(ImageFilter.GaussianBlur(8))),
     }
+
+
+CAPTION = (
+    "A grey cat sits on a wooden table next to a window and looks at the garden where two "
+    "birds are eating seeds from a small feeder in the morning sun"
+)
+
+
+def hard_case_documents() -> list[dict[str, Any]]:
+    """Documents naming the hard-case images: a caption, the caption with one word changed,
+    a 3-character text, and a document of the flat grey image."""
+    return [
+        {"docid": "caption", "text": CAPTION, "image_id1": "original", "image_id2": "other_photo"},
+        {"docid": "caption_again", "text": CAPTION.replace("wooden", "oak"), "image_id1": "tiny"},
+        {"docid": "short", "text": "cat", "image_id1": "requality"},
+        {
+            "docid": "grey",
+            "text": "A flat grey picture of nothing in particular at all.",
+            "image_id1": "flat_grey",
+        },
+    ]

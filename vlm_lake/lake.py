@@ -48,6 +48,11 @@ class LakeLayout:
         return uris.join(self.root, "image_features.lance")
 
     @property
+    def curation(self) -> str:
+        """``curation.lance``: what the curation policy excludes, one row per rule and row."""
+        return uris.join(self.root, "curation.lance")
+
+    @property
     def training_json(self) -> str:
         """``training_data.json``: the alpaca-style training file."""
         return uris.join(self.root, "training_data.json")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dagster import materialize
-from helpers import hard_case_images, put
+from helpers import CAPTION, hard_case_documents, hard_case_images, put
 
 from assets import ALL_ASSETS
 from vlm_lake.curation.image_report import FLAGS
@@ -47,3 +48,102 @@ def test_image_lance_metadata_counts_the_flagged_hard_cases(
         "tiny",
     }
     assert result.success  # a warning does not stop publication
+
+
+POLICY = {
+    "min_blur": 50.0,
+    "max_flat_share": 0.95,
+    "min_luma_mean": 0.1,
+    "min_short_side": 64,
+    "image_duplicates": "perceptual",
+    "min_text_length": 10,
+    "drop_near_duplicate_texts": True,
+    "max_excluded_share": 0.7,
+}
+SELECTION = [
+    "image_lance",
+    "text_lance",
+    "multimodal_lance",
+    "curation",
+    "training_json",
+    "training_llamafactory",
+]
+
+
+def _upload_hard_cases(s3_store: Any, bucket: str) -> None:
+    for name, data in hard_case_images().items():
+        put(s3_store.client, bucket, f"lanceData/{name}.jpg", data)
+    docs = json.dumps(hard_case_documents()).encode()
+    put(s3_store.client, bucket, "Lance/data/testdata.json", docs)
+
+
+def _metadata(result: Any) -> dict[str, dict[str, Any]]:
+    return {
+        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def test_a_policy_run_excludes_with_reasons_and_shows_thumbnails(
+    s3_resources: dict[str, Any], s3_store: Any, bucket: str
+) -> None:
+    _upload_hard_cases(s3_store, bucket)
+    config = {"ops": {"curation": {"config": POLICY}}}
+    result = materialize(ALL_ASSETS, resources=s3_resources, selection=SELECTION, run_config=config)
+    assert result.success
+    meta = _metadata(result)
+    cur = meta["curation"]
+    # 8 of 10 images: every copy of the photo but the kept one, and the grey image
+    assert (cur["images_excluded"], cur["documents_excluded"]) == (8, 2)
+    assert cur["excluded/image/perceptual_duplicate"] == 7
+    assert cur["excluded/document/near_duplicate_text"] == 1
+    assert cur["exclusions"].count("perceptual_duplicate") == 7
+    # thumbnails: one row per rule, each a JPEG data URI
+    gallery = cur["excluded_images"]
+    assert gallery.count("](data:image/jpeg;base64,") >= 8
+    assert "**min_blur**" in gallery and "tiny: 16" in gallery
+    images = meta["image_lance"]
+    assert images["new_images"].count("data:image/jpeg;base64,") == 10
+    assert "kept: almost_black" in images["largest_clusters"]
+    # the exports leave out the 2 documents and the excluded images of the others
+    records = json.loads(s3_store.read_bytes(f"s3://{bucket}/lake/training_data.json"))
+    assert [r["instruction"] for r in records] == [CAPTION, hard_case_documents()[3]["text"]]
+    kept = {k: v.hex() for k, v in hard_case_images().items()}
+    assert records[0]["input"] == [kept["other_photo"]]  # "original" is a duplicate
+    assert records[1]["input"] == []  # the grey image fails min_blur
+    assert meta["training_json"]["excluded_documents"] == 2
+    assert meta["training_llamafactory"]["excluded_images"] == 2
+    checks = {
+        (c.asset_key.to_user_string(), c.check_name): c
+        for c in result.get_asset_check_evaluations()
+    }
+    share = checks[("training_json", "excluded_share")]
+    assert share.passed and share.metadata["observed"].value == {"documents": 0.5, "images": 0.6667}
+    # the distribution warnings: 4 blurred of 10 is unusual
+    dist = checks[("curation", "image_signal_distribution")]
+    assert not dist.passed and dist.severity.value == "WARN"
+    assert dist.metadata["observed"].value["unusual"] == {"blurred": 4}
+
+
+def test_an_export_excluding_more_than_the_allowed_share_is_not_published(
+    s3_resources: dict[str, Any], s3_store: Any, bucket: str
+) -> None:
+    _upload_hard_cases(s3_store, bucket)
+    strict = {"ops": {"curation": {"config": POLICY | {"max_excluded_share": 0.4}}}}
+    result = materialize(
+        ALL_ASSETS,
+        resources=s3_resources,
+        selection=SELECTION,
+        run_config=strict,
+        raise_on_error=False,
+    )
+    meta = _metadata(result)
+    assert meta["training_json"]["published"] is False
+    assert meta["training_llamafactory"]["published"] is False
+    assert not s3_store.exists(f"s3://{bucket}/lake/training_data.json")
+    checks = {
+        (c.asset_key.to_user_string(), c.check_name): c
+        for c in result.get_asset_check_evaluations()
+    }
+    assert not checks[("training_json", "excluded_share")].passed
+    assert checks[("training_json", "excluded_share")].severity.value == "ERROR"

@@ -20,6 +20,7 @@ def test_assets_and_lineage() -> None:
         "training_json",
         "training_llamafactory",
         "image_features",
+        "curation",
     }
     parents = {
         key: {p.to_user_string() for p in graph.get(AssetKey(key)).parent_keys} for key in keys
@@ -30,9 +31,10 @@ def test_assets_and_lineage() -> None:
         "text_lance": set(),
         "rejected_documents": set(),
         "multimodal_lance": {"image_lance", "text_lance"},
-        "training_json": {"multimodal_lance"},
-        "training_llamafactory": {"multimodal_lance"},
+        "training_json": {"multimodal_lance", "curation"},
+        "training_llamafactory": {"multimodal_lance", "curation"},
         "image_features": {"image_lance"},
+        "curation": {"image_lance", "text_lance", "image_features"},
     }
 
 

@@ -90,8 +90,13 @@ def test_seed_example_end_to_end(s3_resources: dict[str, Any], s3_store, bucket:
     assert by_key["multimodal_lance"]["dangling_references"].value == 0
     assert by_key["training_json"]["published"].value is True
     assert not s3_store.exists(layout.training_json + ".candidate")  # promoted, not copied
+    # the default curation policy excludes nothing: an empty table, every record exported
+    assert by_key["curation"]["dagster/row_count"].value == 0
+    assert by_key["curation"]["images_excluded"].value == 0
+    assert by_key["training_json"]["excluded_documents"].value == 0
+    assert by_key["training_json"]["excluded_images"].value == 0
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 21
+    assert len(checks) == 25
     # random-init weights make the three photos' features alike: the one (WARN) failure
     failed = [(c.asset_key.to_user_string(), c.check_name) for c in checks if not c.passed]
     assert failed == [("image_features", "near_duplicate_images")]

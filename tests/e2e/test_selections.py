@@ -128,7 +128,7 @@ def test_the_selections_users_make_run_through_the_cli(
         "text_lance": {"text_lance"},
         "rejected_images": {"rejected_images"},
         "+multimodal_lance": {"image_lance", "text_lance", "multimodal_lance"},
-        "image_lance+": {"image_lance", "multimodal_lance", "image_features"},
+        "image_lance+": {"image_lance", "multimodal_lance", "image_features", "curation"},
         "image_lance,text_lance,multimodal_lance,training_json": {
             "image_lance",
             "text_lance",

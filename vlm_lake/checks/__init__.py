@@ -7,7 +7,15 @@ Dagster check specs are built from it.
 
 from __future__ import annotations
 
-from vlm_lake.checks import features, images, llamafactory, multimodal, texts, training_json
+from vlm_lake.checks import (
+    curation,
+    features,
+    images,
+    llamafactory,
+    multimodal,
+    texts,
+    training_json,
+)
 from vlm_lake.checks.features import check_features
 from vlm_lake.checks.images import check_images
 from vlm_lake.checks.multimodal import check_multimodal
@@ -18,7 +26,7 @@ from vlm_lake.checks.training_json import check_training_json
 #: Every declared check, by the asset it guards.
 SPECS: dict[str, tuple[CheckSpec, ...]] = {
     module.SPECS[0].asset: module.SPECS
-    for module in (images, texts, multimodal, features, training_json, llamafactory)
+    for module in (images, texts, multimodal, features, training_json, llamafactory, curation)
 }
 
 __all__ = [

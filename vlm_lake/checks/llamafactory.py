@@ -33,7 +33,20 @@ IMAGE_PATHS_EXIST = CheckSpec(
 IMAGES_MATCH_SHA256 = CheckSpec(
     ASSET, "images_match_sha256", True, "Every image file read has the sha256 of its name."
 )
-SPECS = (RECORD_COUNT_MATCHES, TOKENS_MATCH_IMAGES, IMAGE_PATHS_EXIST, IMAGES_MATCH_SHA256)
+EXCLUDED_SHARE = CheckSpec(
+    ASSET,
+    "excluded_share",
+    True,
+    "The curation policy left out at most its max_excluded_share of the documents and of "
+    "the images they name.",
+)
+SPECS = (
+    RECORD_COUNT_MATCHES,
+    TOKENS_MATCH_IMAGES,
+    IMAGE_PATHS_EXIST,
+    IMAGES_MATCH_SHA256,
+    EXCLUDED_SHARE,
+)
 
 
 def _records(store: ObjectStore, uri: str) -> list[dict[str, Any]]:

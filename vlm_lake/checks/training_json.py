@@ -34,7 +34,14 @@ SHARDS_MATCH_MANIFEST = CheckSpec(
     True,
     "Every shard the file is assembled from has the bytes and sha256 its manifest lists.",
 )
-SPECS = (PARSES, RECORD_COUNT_MATCHES, IMAGES_DECODE, SHARDS_MATCH_MANIFEST)
+EXCLUDED_SHARE = CheckSpec(
+    "training_json",
+    "excluded_share",
+    True,
+    "The curation policy left out at most its max_excluded_share of the documents and of "
+    "the images they name.",
+)
+SPECS = (PARSES, RECORD_COUNT_MATCHES, IMAGES_DECODE, SHARDS_MATCH_MANIFEST, EXCLUDED_SHARE)
 
 
 def check_training_json(

@@ -39,6 +39,15 @@ class Clusters:
         """Indices of the images that are not kept (their cluster keeps another)."""
         return np.flatnonzero(self.cluster != np.arange(len(self.cluster)))
 
+    def keep_first_eligible(self, eligible: np.ndarray) -> Clusters:
+        """The same clusters, each keeping its first member in ``eligible`` (if it has one)."""
+        cluster = self.cluster.copy()
+        for group in self.groups():
+            ok = group[np.asarray(eligible, bool)[group]]
+            if len(ok):
+                cluster[group] = ok.min()
+        return Clusters(cluster=cluster, size=self.size)
+
     def groups(self) -> list[np.ndarray]:
         """The clusters of two or more images, largest first, each kept image first."""
         order = np.argsort(self.cluster, kind="stable")
@@ -113,9 +122,10 @@ def hamming_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.nd
     return pairs[:, 0], pairs[:, 1]
 
 
-def _keep_rank(pixels: np.ndarray) -> np.ndarray:
-    """Rank of each image for keeping: larger resolution first, then lower position."""
-    order = np.lexsort((np.arange(len(pixels)), -pixels))
+def _keep_rank(pixels: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
+    """Rank of each image for keeping: eligible first, larger resolution, lower position."""
+    barred = np.zeros(len(pixels), bool) if eligible is None else ~np.asarray(eligible, bool)
+    order = np.lexsort((np.arange(len(pixels)), -pixels, barred))
     rank = np.empty(len(pixels), dtype=np.int64)
     rank[order] = np.arange(len(pixels))
     return rank
@@ -127,6 +137,8 @@ def cluster_images(
     pixels: np.ndarray,
     *,
     threshold: int | None = PHASH_THRESHOLD,
+    eligible: np.ndarray | None = None,
+    links: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Clusters:
     """Cluster images by identical bytes and, unless ``threshold`` is None, close hashes.
 
@@ -136,25 +148,30 @@ def cluster_images(
         pixels: Each image's width x height.
         threshold: Largest phash Hamming distance of perceptual duplicates; None clusters
             exact duplicates only.
+        eligible: Images that may be kept (others are kept only in a cluster of such
+            images), for example those passing the policy's signal rules; None: all.
+        links: More pairs of image indices to join (semantic duplicates).
 
     Returns:
         The clusters, with the kept image of each.
     """
     n = len(sha256)
-    rank = _keep_rank(np.asarray(pixels, dtype=np.int64))
+    rank = _keep_rank(np.asarray(pixels, dtype=np.int64), eligible)
     by_rank = np.argsort(rank)  # image index of each rank
     uf = _UnionFind(n)  # over ranks: a cluster's root is its best-ranked image
     _, first = np.unique(np.asarray(sha256), return_inverse=True)
-    links = [first]
+    same_key = [first]
     if threshold is not None:
         unique, inverse = np.unique(np.asarray(phash).astype(np.uint64), return_inverse=True)
         a, b = hamming_pairs(unique, threshold)
-        links.append(inverse)
+        same_key.append(inverse)
         # representatives of each distinct hash, linked when their hashes are close
         rep = np.full(len(unique), -1, dtype=np.int64)
         rep[inverse[::-1]] = np.arange(n)[::-1]
         uf.union_pairs(rank[rep[a]], rank[rep[b]])
-    for groups in links:  # images sharing a sha256 (or a phash) are one cluster
+    if links is not None:
+        uf.union_pairs(rank[np.asarray(links[0])], rank[np.asarray(links[1])])
+    for groups in same_key:  # images sharing a sha256 (or a phash) are one cluster
         order = np.argsort(groups, kind="stable")
         same = groups[order][1:] == groups[order][:-1]
         uf.union_pairs(rank[order[:-1][same]], rank[order[1:][same]])

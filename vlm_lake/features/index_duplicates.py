@@ -149,3 +149,32 @@ def index_near_duplicates(
         time.perf_counter() - started,
     )
     return NearDuplicates(threshold, count, examples, rows, rows)
+
+
+def index_pairs(
+    ds: Any,
+    *,
+    threshold: float,
+    storage: dict[str, str] | None = None,
+    spark: Callable[[], Any] | None = None,
+    rows_per_task: int = ROWS_PER_TASK,
+) -> list[tuple[str, str, float]]:
+    """Every near-duplicate pair of ``ds`` through its vector index (for the curation).
+
+    As :func:`index_near_duplicates`, but the pairs themselves come back, one per
+    unordered pair: the driver holds the duplicates, not the images.
+    """
+    rows = ds.count_rows()
+    find = FindPairs(
+        ds.uri, ds.version, threshold, dict(storage or {}), rows_per_task=rows_per_task
+    )
+    units = -(-rows // rows_per_task)
+    if spark is not None and units:
+        session = spark()
+        frame = session.range(0, units, 1, units).mapInArrow(
+            find, "a string, b string, cosine double"
+        )
+        found = {(r["a"], r["b"]): r["cosine"] for r in frame.collect()}
+    else:
+        found = {(a, b): c for a, b, c in find.pairs(0, rows)}
+    return [(a, b, c) for (a, b), c in sorted(found.items())]

@@ -168,3 +168,18 @@ REJECTED_DOCUMENTS_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
     ]
 )
+
+# -- curation ------------------------------------------------------------------------------
+
+#: ``curation.lance``: one row per image or document a curation policy excludes, and rule
+#: (:mod:`vlm_lake.curation.exclusions`); the policy is in the schema's metadata.
+CURATION_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),  # "image" or "document"
+        pa.field("id", pa.string(), nullable=False),  # image_id or docid
+        pa.field("rule", pa.string(), nullable=False),  # the policy field, or a duplicate level
+        pa.field("value", pa.float64(), nullable=False),  # what was measured
+        pa.field("threshold", pa.float64(), nullable=False),  # what the policy allows
+        pa.field("detail", pa.string()),  # for duplicates: the one its cluster keeps
+    ]
+)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vlm_lake.store.object_store import ObjectStore
@@ -54,6 +54,7 @@ class ExportManifest:
         created_at: When the export ran (UTC, ISO 8601).
         tables: What the export read (:class:`~vlm_lake.training.replay.TableRead`
             entries: URI, version, tag, rows, digest).
+        curation: The curation applied (version, excluded ids, digest); empty: none.
     """
 
     output: str
@@ -66,6 +67,17 @@ class ExportManifest:
     shards: tuple[ShardInfo, ...]
     created_at: str
     tables: tuple[dict[str, Any], ...] = ()
+    curation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def excluded_documents(self) -> int:
+        """Documents of the source version the curation policy left out."""
+        return sum(s.excluded_documents for s in self.shards)
+
+    @property
+    def excluded_images(self) -> int:
+        """Images left out of the records they belong to."""
+        return sum(s.excluded_images for s in self.shards)
 
     @classmethod
     def build(
@@ -78,18 +90,21 @@ class ExportManifest:
         size: int,
         shard_format: str = SHARD_FORMAT,
         tables: Sequence[dict[str, Any]] = (),
+        curation: dict[str, Any] | None = None,
     ) -> ExportManifest:
         """The manifest of an export; checks that the shards hold every document once.
 
         Raises:
-            RuntimeError: The shards hold another number of records than the version has
-                documents.
+            RuntimeError: The shards hold (or left out) another number of records than the
+                version has documents.
         """
         records = sum(s.records for s in shards)
-        if records != expected_records:
+        left_out = sum(s.excluded_documents for s in shards)
+        if records + left_out != expected_records:
             raise RuntimeError(
                 f"the shards of {source_uri!r} version {source_version} hold {records} "
-                f"records for {expected_records} documents; nothing was published"
+                f"records (and left out {left_out}) for {expected_records} documents; "
+                "nothing was published"
             )
         return cls(
             output,
@@ -102,6 +117,7 @@ class ExportManifest:
             tuple(shards),
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             tuple(tables),
+            dict(curation or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +132,7 @@ class ExportManifest:
             "shard_format": self.shard_format,
             "created_at": self.created_at,
             "tables": list(self.tables),
+            "curation": self.curation,
             "shards": [s.to_dict() for s in self.shards],
         }
 
@@ -142,6 +159,7 @@ class ExportManifest:
             tuple(ShardInfo(**s) for s in doc["shards"]),
             doc["created_at"],
             tuple(doc.get("tables", ())),
+            dict(doc.get("curation") or {}),
         )
 
     def write(self, store: ObjectStore, uri: str) -> None:

@@ -11,13 +11,15 @@ docs/scale.md ("Export at scale").
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from vlm_lake.curation.exclusion_set import NO_EXCLUSIONS, Exclusions
 from vlm_lake.spark.engine import use_spark
 from vlm_lake.spark.unit_job import map_units
 from vlm_lake.store.object_store import ObjectStore
@@ -80,10 +82,13 @@ class _WriteShard:
     version: int
     root: str
     fmt: RecordFormat
+    exclusions: Exclusions = NO_EXCLUSIONS
 
     def __call__(self, unit: ShardUnit) -> dict[str, Any]:
         store = ObjectStore(self.settings)
-        info = write_shard(store, self.multimodal_uri, self.version, unit, self.root, self.fmt)
+        info = write_shard(
+            store, self.multimodal_uri, self.version, unit, self.root, self.fmt, self.exclusions
+        )
         return info.to_dict()
 
 
@@ -104,20 +109,45 @@ def _reusable(store: ObjectStore, out_uri: str, fmt: RecordFormat) -> dict[str, 
     }
 
 
-def _write_shards(
-    store: ObjectStore,
-    spark: Any,
-    todo: list[ShardUnit],
-    multimodal_uri: str,
-    version: int,
-    root: str,
-    fmt: RecordFormat,
-) -> list[ShardInfo]:
-    write = _WriteShard(store.settings, multimodal_uri, version, root, fmt)
+def _write_shards(spark: Any, todo: list[ShardUnit], write: _WriteShard) -> list[ShardInfo]:
     if spark is not None:
         return [ShardInfo(**r) for r in map_units(spark, write, todo)]
     workers = max(1, min(len(todo), os.cpu_count() or 1))
     return [ShardInfo(**r) for r in bounded_parallel_map(write, todo, workers=workers)]
+
+
+def _head_name(unit: ShardUnit) -> str:
+    """The name of ``unit``'s shard written as the head one (it opens the file)."""
+    return hashlib.sha256(f"{unit.name}/head".encode()).hexdigest()[:32]
+
+
+def _fix_heads(
+    shards: list[ShardInfo],
+    units: list[ShardUnit],
+    reusable: dict[str, ShardInfo],
+    write: _WriteShard,
+    written: dict[str, ShardInfo],
+) -> list[ShardInfo]:
+    """Make the first shard that holds records, and only it, a head shard.
+
+    Only with exclusions can the planned head shard hold no record (all its documents left
+    out): the first shard with records is then used (or written) in its head form, under
+    another name; a later export that needs the plain form again gets it back.
+    """
+    shards = list(shards)
+    filled = [i for i, s in enumerate(shards) if s.records]
+    for i in filled[1:] if filled and filled[0] == 0 else filled:
+        want_head = i == filled[0]
+        if shards[i].head == want_head:
+            continue
+        unit = units[i]
+        name = _head_name(unit) if want_head else unit.name
+        info = reusable.get(name)
+        if info is None:
+            info = ShardInfo(**write(replace(unit, head=want_head, name=name)))
+            written[name] = info
+        shards[i] = info
+    return shards
 
 
 def _engine(engine: str, spark: Callable[[], Any] | None, shards_to_write: int) -> str:
@@ -134,6 +164,7 @@ def export_sharded(
     version: int | str | None = "published",
     target_bytes: int = SHARD_TARGET_BYTES,
     fmt: RecordFormat = ALPACA,
+    exclusions: Exclusions = NO_EXCLUSIONS,
 ) -> ShardedExport:
     """Write the training JSON's candidate from shards, rewriting only changed ones.
 
@@ -149,6 +180,7 @@ def export_sharded(
         version: Version or tag of the multimodal dataset (default: the published one).
         target_bytes: About how many bytes one shard holds.
         fmt: The record format (default: the seed's alpaca JSON array).
+        exclusions: What the curation policy leaves out (default: nothing).
 
     Returns:
         A :class:`ShardedExport`; nothing is published yet.
@@ -156,9 +188,9 @@ def export_sharded(
     started = time.perf_counter()
     storage = store.storage_options(multimodal_uri)
     ds = publish.open_version(multimodal_uri, storage, version)
-    units = plan_shards(ds, target_bytes, fmt)
+    units = plan_shards(ds, target_bytes, fmt, exclusions.digest)
     reusable = _reusable(store, out_uri, fmt)
-    todo = [u for u in units if u.name not in reusable]
+    todo = [u for u in units if u.name not in reusable and _head_name(u) not in reusable]
     chosen = _engine(engine, spark, len(todo))
     log.info(
         "training export of version %d: %d shards, %d to write (%s), %d reused",
@@ -169,22 +201,15 @@ def export_sharded(
         len(units) - len(todo),
     )
     root = shards_root(out_uri)
-    written = {
-        s.name: s
-        for s in _write_shards(
-            store,
-            spark() if chosen == "spark" and spark else None,
-            todo,
-            multimodal_uri,
-            ds.version,
-            root,
-            fmt,
-        )
-    }
-    shards = [written.get(u.name) or reusable[u.name] for u in units]
+    write = _WriteShard(store.settings, multimodal_uri, ds.version, root, fmt, exclusions)
+    session = spark() if chosen == "spark" and spark else None
+    written = {s.name: s for s in _write_shards(session, todo, write)}
+    shards = [written.get(u.name) or reusable.get(u.name) or reusable[_head_name(u)] for u in units]
+    shards = _fix_heads(shards, units, reusable, write, written)
     candidate = staging_uri(out_uri)
+    filled = [s for s in shards if s.bytes]  # a shard whose documents were all left out is empty
     assembly = assemble(
-        store, [shard_uri(root, s.name) for s in shards], [s.bytes for s in shards], candidate, fmt
+        store, [shard_uri(root, s.name) for s in filled], [s.bytes for s in filled], candidate, fmt
     )
     read = table_read(ds, multimodal_uri, version if isinstance(version, str) else None)
     manifest = ExportManifest.build(
@@ -196,13 +221,14 @@ def export_sharded(
         assembly.bytes,
         fmt.name,
         [read.to_dict()],
+        exclusions.lineage() if exclusions.version is not None else None,
     )
     manifest.write(store, staging_uri(manifest_uri(out_uri)))
     return ShardedExport(
         candidate,
         manifest,
-        len(todo),
-        len(units) - len(todo),
+        len(written),
+        len(shards) - len(written),
         frozenset(written),
         chosen,
         assembly,

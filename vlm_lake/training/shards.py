@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlm_lake.curation.exclusion_set import NO_EXCLUSIONS, Exclusions
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.tables import lance_io, reads
 from vlm_lake.tables.contracts import image_columns, image_id_columns
@@ -111,6 +112,8 @@ class ShardInfo:
         sha256: Digest of the shard file.
         head: Whether the shard starts the file.
         written_at_version: ``multimodal_lance`` version of the export that wrote it.
+        excluded_documents: Rows of the range the curation policy left out.
+        excluded_images: Images left out of the records (their documents are kept).
     """
 
     name: str
@@ -122,6 +125,8 @@ class ShardInfo:
     sha256: str
     head: bool
     written_at_version: int
+    excluded_documents: int = 0
+    excluded_images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest entry."""
@@ -169,7 +174,13 @@ def _rows_per_shard(meta: dict[str, Any], target_bytes: int, factor: float) -> i
 
 
 def _name(
-    meta: dict[str, Any], offset: int, rows: int, head: bool, columns: list[str], fmt: str
+    meta: dict[str, Any],
+    offset: int,
+    rows: int,
+    head: bool,
+    columns: list[str],
+    fmt: str,
+    exclusions: str,
 ) -> str:
     identity = {
         "format": fmt,
@@ -179,11 +190,16 @@ def _name(
         "head": head,
         "columns": columns,
     }
+    if exclusions:  # absent without exclusions: the names of earlier exports still hold
+        identity["exclusions"] = exclusions
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def plan_shards(
-    ds: Any, target_bytes: int = SHARD_TARGET_BYTES, fmt: RecordFormat = ALPACA
+    ds: Any,
+    target_bytes: int = SHARD_TARGET_BYTES,
+    fmt: RecordFormat = ALPACA,
+    exclusions: str = "",
 ) -> list[ShardUnit]:
     """The shards of one version of ``multimodal_lance``, in file order.
 
@@ -194,6 +210,7 @@ def plan_shards(
         ds: The dataset, pinned to the version being exported.
         target_bytes: About how many bytes of JSON one shard holds (a positive number).
         fmt: The record format (part of every shard's name).
+        exclusions: Digest of the curation exclusions applied (part of every name).
     """
     if target_bytes < 1:
         raise ValueError(f"target_bytes={target_bytes!r} must be a positive number of bytes")
@@ -206,23 +223,44 @@ def plan_shards(
         for offset in range(0, live, step):
             rows = min(step, live - offset)
             head = not units
-            name = _name(meta, offset, rows, head, columns, fmt.name)
+            name = _name(meta, offset, rows, head, columns, fmt.name, exclusions)
             units.append(ShardUnit(fragment.fragment_id, offset, rows, head, name))
     return units
 
 
-def _records(ds: Any, unit: ShardUnit, columns: list[str]) -> Iterator[tuple[str, list[Any]]]:
+def _records(
+    ds: Any, unit: ShardUnit, columns: list[str], exclusions: Exclusions
+) -> Iterator[tuple[str, list[Any], int] | None]:
+    """Each row's text, image slots and images left out; None for an excluded document."""
     fragment = ds.get_fragment(unit.fragment_id)
     if fragment is None:
         raise ValueError(
             f"fragment_id={unit.fragment_id} is not in {ds.uri!r} version {ds.version}"
         )
-    batches = reads.read_ranges(fragment, columns, start=unit.offset, stop=unit.offset + unit.rows)
+    ids = ["docid", *image_id_columns(ds.schema)] if exclusions else []
+    batches = reads.read_ranges(
+        fragment, columns + ids, start=unit.offset, stop=unit.offset + unit.rows
+    )
     for batch in batches:
         texts = batch.column("text").to_pylist()
         slots = [batch.column(c).to_pylist() for c in columns[1:]]
+        keys = [batch.column(c).to_pylist() for c in ids]
         for i, text in enumerate(texts):
-            yield text, [slot[i] for slot in slots]
+            images = [slot[i] for slot in slots]
+            if not keys:
+                yield text, images, 0
+                continue
+            if keys[0][i] in exclusions.documents:
+                yield None
+                continue
+            left_out = [
+                k[i] in exclusions.images and images[n] is not None for n, k in enumerate(keys[1:])
+            ]
+            yield (
+                text,
+                [None if out else img for img, out in zip(images, left_out, strict=True)],
+                sum(left_out),
+            )
 
 
 def write_shard(
@@ -232,11 +270,13 @@ def write_shard(
     unit: ShardUnit,
     root: str,
     fmt: RecordFormat = ALPACA,
+    exclusions: Exclusions | None = None,
 ) -> ShardInfo:
     """Write one shard (atomically: a failed write leaves no file) and describe it.
 
     Runs in a Spark task or a local thread; opens Lance itself (never a handle from
-    another process).
+    another process). Documents in ``exclusions`` get no record; excluded images are left
+    out of their documents' records.
 
     Raises:
         RuntimeError: The fragment held another number of rows than planned.
@@ -245,9 +285,13 @@ def write_shard(
     columns = export_columns(ds.schema)
     encode = fmt.encoder(store)
     digest = hashlib.sha256()
-    records = images = size = 0
+    records = images = size = dropped_docs = dropped_images = 0
     with store.open_atomic_writer(shard_uri(root, unit.name)) as out:
-        for text, imgs in _records(ds, unit, columns):
+        for row in _records(ds, unit, columns, exclusions or NO_EXCLUSIONS):
+            if row is None:
+                dropped_docs += 1
+                continue
+            text, imgs, left_out = row
             lead = fmt.head if unit.head and records == 0 else fmt.separator
             data = lead + encode(text, imgs)
             out.write(data)
@@ -255,11 +299,12 @@ def write_shard(
             size += len(data)
             records += 1
             images += sum(img is not None for img in imgs)
-        if records != unit.rows:
+            dropped_images += left_out
+        if records + dropped_docs != unit.rows:
             raise RuntimeError(
                 f"fragment {unit.fragment_id} of {multimodal_uri!r} version {version} gave "
-                f"{records} rows from offset {unit.offset}, planned {unit.rows}; the shard "
-                "was not written"
+                f"{records + dropped_docs} rows from offset {unit.offset}, planned "
+                f"{unit.rows}; the shard was not written"
             )
     return ShardInfo(
         unit.name,
@@ -271,4 +316,6 @@ def write_shard(
         digest.hexdigest(),
         unit.head,
         version,
+        dropped_docs,
+        dropped_images,
     )

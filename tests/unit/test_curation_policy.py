@@ -1,0 +1,203 @@
+"""A curation policy over real photos made into hard cases: exactly the expected exclusions.
+
+The images and texts are ingested by the real ingest (local engine) and published; the
+policy run writes ``curation.lance``; the training export leaves those rows out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lance
+import pyarrow as pa
+import pytest
+from helpers import hard_case_documents, hard_case_images, write_json, write_published
+
+from vlm_lake.curation.exclusion_set import load_exclusions
+from vlm_lake.curation.policy import CurationPolicy
+from vlm_lake.curation.table import build_curation
+from vlm_lake.ingest.images import ImageIngestOptions, ingest_images
+from vlm_lake.ingest.text_options import TextIngestOptions
+from vlm_lake.ingest.texts import ingest_texts
+from vlm_lake.store.object_store import ObjectStore
+from vlm_lake.tables import publish
+from vlm_lake.tables.contracts import multimodal_schema
+from vlm_lake.training.sharded_export import export_sharded
+
+TEXTS = hard_case_documents()
+CAPTION = TEXTS[0]["text"]
+POLICY = CurationPolicy(
+    min_blur=50,
+    max_flat_share=0.95,
+    min_luma_mean=0.1,
+    min_short_side=64,
+    image_duplicates="perceptual",
+    min_text_length=10,
+    drop_near_duplicate_texts=True,
+    max_excluded_share=0.9,
+)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("curation")
+    folder = root / "raw"
+    folder.mkdir()
+    cases = hard_case_images()
+    cases["copy_of_original"] = cases["original"]  # byte-identical: an exact duplicate
+    for name, data in cases.items():
+        (folder / f"{name}.jpg").write_bytes(data)
+    store = ObjectStore()
+    uris = {k: str(root / f"{k}.lance") for k in ("images", "texts", "curation", "multimodal")}
+    ingest_images(store, str(folder), uris["images"], ImageIngestOptions(engine="local"))
+    ingest_texts(
+        store,
+        str(write_json(root / "docs.json", TEXTS)),
+        uris["texts"],
+        TextIngestOptions(engine="local"),
+    )
+    for key in ("images", "texts"):
+        publish.publish(uris[key], lance.dataset(uris[key]).version)
+    slots = {f"image_id{k}": [d.get(f"image_id{k}") for d in TEXTS] for k in (1, 2)}
+    images = {k: [cases.get(i) if i else None for i in v] for k, v in slots.items()}
+    table = pa.table(
+        {
+            "docid": [d["docid"] for d in TEXTS],
+            "text": [d["text"] for d in TEXTS],
+            **slots,
+            "image1": images["image_id1"],
+            "image2": images["image_id2"],
+        },
+        schema=multimodal_schema(2),
+    )
+    write_published(table, uris["multimodal"])
+    uris["root"] = str(root)
+    return uris
+
+
+def _rows(uri: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    rows = lance.dataset(uri).to_table().to_pylist()
+    return {(r["kind"], r["id"], r["rule"]): r for r in rows}
+
+
+def test_default_policy_excludes_nothing(lake: dict[str, str], tmp_path: Path) -> None:
+    uri = str(tmp_path / "curation.lance")
+    run = build_curation(lake["images"], lake["texts"], uri, None, CurationPolicy())
+    assert lance.dataset(uri).count_rows() == 0
+    assert (run.excluded_images, run.excluded_documents) == (0, 0)
+    assert run.totals["images"] == 11 and run.totals["documents"] == 4
+
+
+def test_policy_excludes_exactly_the_hard_cases_with_reasons(lake: dict[str, str]) -> None:
+    run = build_curation(lake["images"], lake["texts"], lake["curation"], None, POLICY)
+    rows = _rows(lake["curation"])
+    signal_rules = {(i, r) for k, i, r in rows if k == "image" and "duplicate" not in r}
+    assert signal_rules == {
+        ("flat_grey", "min_blur"),
+        ("almost_black", "min_blur"),
+        ("tiny", "min_blur"),
+        ("blurred", "min_blur"),
+        ("flat_grey", "max_flat_share"),
+        ("almost_black", "max_flat_share"),
+        ("almost_black", "min_luma_mean"),
+        ("tiny", "min_short_side"),
+    }
+    assert rows[("image", "tiny", "min_short_side")] | {"detail": None} == {
+        "kind": "image",
+        "id": "tiny",
+        "rule": "min_short_side",
+        "value": 16.0,
+        "threshold": 64.0,
+        "detail": None,
+    }
+    assert rows[("image", "almost_black", "min_luma_mean")]["value"] < 0.02
+    # one cluster: the photo and its 8 copies; the kept one passes every signal rule and is
+    # the first of the largest (451x300) in row order
+    dups = {i: row for (k, i, rule), row in rows.items() if k == "image" and "duplicate" in rule}
+    kept = {r["detail"] for r in dups.values()}
+    assert kept == {"duplicate of copy_of_original (cluster of 9)"}
+    assert dups["original"]["rule"] == "exact_duplicate" and dups["original"]["value"] == 0
+    perceptual = {
+        "requality",
+        "resized",
+        "cropped",
+        "exif_rotated",
+        "tiny",
+        "blurred",
+        "almost_black",
+    }
+    assert {i for i, r in dups.items() if r["rule"] == "perceptual_duplicate"} == perceptual
+    assert all(0 <= dups[i]["value"] <= 6 and dups[i]["threshold"] == 6 for i in perceptual)
+    assert "other_photo" not in {i for _, i, _ in rows}  # 30 bits away: kept
+    assert run.excluded_images == 9  # every copy of the photo but one, and the grey image
+    # documents: the one-word change, and the 3-character text
+    docs = {(i, rule): row for (k, i, rule), row in rows.items() if k == "document"}
+    assert set(docs) == {("caption_again", "near_duplicate_text"), ("short", "min_text_length")}
+    near = docs[("caption_again", "near_duplicate_text")]
+    assert 0.7 <= near["value"] < 1 and near["detail"] == "near-duplicate of caption (cluster of 2)"
+    assert docs[("short", "min_text_length")]["value"] == 3
+    assert run.by_rule["image/perceptual_duplicate"] == 7
+
+
+def test_export_leaves_out_the_excluded_rows(lake: dict[str, str]) -> None:
+    build_curation(lake["images"], lake["texts"], lake["curation"], None, POLICY)
+    publish.publish(lake["curation"], lance.dataset(lake["curation"]).version)
+    exclusions = load_exclusions(lake["curation"], None)
+    assert exclusions.documents == {"caption_again", "short"}
+    store = ObjectStore()
+    out = str(Path(lake["root"]) / "training_data.json")
+    run = export_sharded(store, lake["multimodal"], out, engine="local", exclusions=exclusions)
+    records = json.loads(Path(run.candidate).read_text())
+    cases = hard_case_images()
+    # "caption" keeps its text and other_photo; "original" (an exact duplicate) is left out
+    assert [r["instruction"] for r in records] == [CAPTION, TEXTS[3]["text"]]
+    assert records[0]["input"] == [cases["other_photo"].hex()]
+    assert records[1]["input"] == []  # the grey image is excluded; the document is kept
+    assert (run.manifest.excluded_documents, run.manifest.excluded_images) == (2, 2)
+    assert run.manifest.curation["curation_version"] == exclusions.version
+    # without exclusions the same export holds every document and image
+    plain = export_sharded(store, lake["multimodal"], out, engine="local")
+    assert len(json.loads(Path(plain.candidate).read_text())) == 4
+    assert plain.manifest.excluded_documents == 0
+
+
+def test_policy_values_are_checked() -> None:
+    with pytest.raises(ValueError, match="image_duplicates='near'"):
+        CurationPolicy(image_duplicates="near")
+    with pytest.raises(ValueError, match="max_aspect_ratio=0.5"):
+        CurationPolicy(max_aspect_ratio=0.5)
+    with pytest.raises(ValueError, match=r"unknown curation policy fields \['min_blurr'\]"):
+        CurationPolicy.from_dict({"min_blurr": 3})
+    assert not CurationPolicy().excludes_anything and POLICY.excludes_anything
+    assert CurationPolicy.from_dict(json.loads(POLICY.to_json())) == POLICY
+
+
+def test_export_whose_first_shards_are_all_excluded_still_parses(lake: dict[str, str]) -> None:
+    from vlm_lake.checks.curation import excluded_share
+    from vlm_lake.checks.training_json import EXCLUDED_SHARE
+    from vlm_lake.checks.training_shards import check_training_export
+    from vlm_lake.curation.exclusion_set import Exclusions
+
+    store = ObjectStore()
+    out = str(Path(lake["root"]) / "one_per_shard" / "training_data.json")
+    drop = Exclusions(documents=frozenset({"caption", "caption_again"}), digest="d", version=1)
+    run = export_sharded(
+        store, lake["multimodal"], out, engine="local", target_bytes=1, exclusions=drop
+    )
+    shards = run.manifest.shards
+    assert [s.records for s in shards] == [0, 0, 1, 1]  # one document per shard
+    assert [s.head for s in shards] == [True, False, True, False]  # the third opens the file
+    records = json.loads(Path(run.candidate).read_text())
+    assert [r["instruction"] for r in records] == ["cat", TEXTS[3]["text"]]
+    outcomes = check_training_export(store, run.candidate, run.manifest, run.manifest.records)
+    assert all(o.passed for o in outcomes), outcomes
+    share = excluded_share(EXCLUDED_SHARE, run.manifest, 0.4)
+    assert not share.passed and share.observed == {"documents": 0.5, "images": 0.0}
+    assert excluded_share(EXCLUDED_SHARE, run.manifest, 0.5).passed
+    again = export_sharded(
+        store, lake["multimodal"], out, engine="local", target_bytes=1, exclusions=drop
+    )
+    assert again.written == 0 and again.reused == 4  # the head shard too is reused
+    assert Path(again.candidate).read_bytes() == Path(run.candidate).read_bytes()

@@ -1,0 +1,253 @@
+"""What a curation policy excludes: one row per excluded image or document and rule.
+
+Each row says which rule excluded it (the policy field), the measured value and the
+threshold, and for duplicates which image or document its cluster keeps: nothing leaves the
+training data without a reason. Signal rules are applied first; duplicate clusters then
+keep a member that passes them (the largest resolution, then the first ingested, for
+images; the first ingested for documents). A duplicate's value is its distance to the
+nearest other member of its cluster (0 for identical bytes, phash bits, the feature cosine,
+the estimated Jaccard similarity), so it always meets the threshold it is shown with.
+
+Runs on the driver over the signal columns (about 100 bytes per image or document); see
+docs/curation.md ("Policy") for the scale this holds to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vlm_lake.curation.clusters import Clusters, cluster_images, cluster_texts, hamming_pairs
+from vlm_lake.curation.policy import CurationPolicy, SignalRule
+from vlm_lake.tables.contracts import CURATION_SCHEMA
+
+log = logging.getLogger(__name__)
+
+#: Clusters larger than this measure a member's distance to the kept one only.
+PAIRWISE_CLUSTER_LIMIT = 512
+
+
+@dataclass
+class ExclusionRows:
+    """Rows of the curation table being gathered (see :data:`CURATION_SCHEMA`)."""
+
+    columns: dict[str, list[Any]] = field(
+        default_factory=lambda: {name: [] for name in CURATION_SCHEMA.names}
+    )
+
+    def add(
+        self,
+        kind: str,
+        ids: Iterable[str],
+        rule: str,
+        values: Iterable[float],
+        threshold: float,
+        details: Iterable[str | None] | None = None,
+    ) -> None:
+        """Add one row per id, all excluded by ``rule``."""
+        ids, values = list(ids), [float(v) for v in values]
+        self.columns["kind"] += [kind] * len(ids)
+        self.columns["id"] += ids
+        self.columns["rule"] += [rule] * len(ids)
+        self.columns["value"] += values
+        self.columns["threshold"] += [float(threshold)] * len(ids)
+        self.columns["detail"] += list(details) if details is not None else [None] * len(ids)
+
+    def table(self) -> pa.Table:
+        """The rows as a table of the curation schema."""
+        return pa.table(self.columns, schema=CURATION_SCHEMA)
+
+
+def _values(table: pa.Table, rule: SignalRule) -> np.ndarray:
+    values = table.column(rule.column).to_numpy(zero_copy_only=False).astype(np.float64)
+    if rule.name == "max_aspect_ratio":  # the longer side over the shorter, either way
+        values = np.maximum(values, 1.0 / values)
+    return values  # NaN where the row has no signals: never excluded
+
+
+def apply_signal_rules(
+    rows: ExclusionRows, kind: str, table: pa.Table, key: str, rules: list[SignalRule]
+) -> np.ndarray:
+    """Add the rows each signal rule excludes; return which rows no rule excluded."""
+    passed = np.ones(table.num_rows, bool)
+    ids = np.asarray(table.column(key).to_pylist(), dtype=object)
+    for rule in rules:
+        values = _values(table, rule)
+        with np.errstate(invalid="ignore"):
+            hit = values < rule.threshold if rule.below else values > rule.threshold
+        rows.add(kind, ids[hit], rule.name, values[hit], rule.threshold)
+        passed &= ~hit
+    return passed
+
+
+# -- images --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageLinks:
+    """Pairs of images the clusters join, with each image's closest distance by level.
+
+    Attributes:
+        a, b: Pair ends (row indices).
+        phash_bits: Each image's least phash distance to another image (64: none close).
+        cosine: Each image's highest feature cosine with another image (0: none close).
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    phash_bits: np.ndarray
+    cosine: np.ndarray
+
+
+def image_links(
+    table: pa.Table, policy: CurationPolicy, semantic_pairs: Iterable[tuple[str, str, float]]
+) -> ImageLinks:
+    """The perceptual and semantic pairs of ``table``'s images that ``policy`` drops."""
+    n = table.num_rows
+    a_parts, b_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    bits = np.full(n, 64, np.int64)
+    if policy.duplicate_level("perceptual"):
+        phash = table.column("phash")
+        idx = np.flatnonzero(pc.is_valid(phash).to_numpy(zero_copy_only=False))
+        values = phash.to_numpy(zero_copy_only=False)[idx].astype(np.int64).astype(np.uint64)
+        unique, inverse = np.unique(values, return_inverse=True)
+        ua, ub = hamming_pairs(unique, policy.phash_max_bits)
+        rep = np.full(len(unique), -1, np.int64)
+        rep[inverse[::-1]] = idx[::-1]
+        same = np.bincount(inverse, minlength=len(unique)) > 1
+        distance = np.bitwise_count(unique[ua] ^ unique[ub]).astype(np.int64)
+        best = np.where(same, 0, 64)
+        np.minimum.at(best, ua, distance)
+        np.minimum.at(best, ub, distance)
+        bits[idx] = best[inverse]
+        a_parts += [rep[ua], rep[inverse]]
+        b_parts += [rep[ub], idx]
+    cosine = np.zeros(n)
+    if policy.duplicate_level("semantic"):
+        position = {k: i for i, k in enumerate(table.column("image_id").to_pylist())}
+        found = [
+            (position[x], position[y], c)
+            for x, y, c in semantic_pairs
+            if x in position and y in position
+        ]
+        if found:
+            sa, sb, sc = (np.array(v) for v in zip(*found, strict=True))
+            np.maximum.at(cosine, sa, sc)
+            np.maximum.at(cosine, sb, sc)
+            a_parts.append(sa.astype(np.int64))
+            b_parts.append(sb.astype(np.int64))
+    return ImageLinks(np.concatenate(a_parts), np.concatenate(b_parts), bits, cosine)
+
+
+def image_exclusions(
+    rows: ExclusionRows,
+    table: pa.Table,
+    policy: CurationPolicy,
+    semantic_pairs: Iterable[tuple[str, str, float]] = (),
+) -> Clusters | None:
+    """Add the images ``policy`` excludes from ``table`` (image_lance's columns).
+
+    Args:
+        rows: Where the exclusions go.
+        table: ``image_id``, ``sha256``, ``width``, ``height`` and the signal columns.
+        policy: The policy.
+        semantic_pairs: ``(image_id, image_id, cosine)`` pairs at or above the policy's
+            ``semantic_min_cosine`` (used when it drops semantic duplicates).
+
+    Returns:
+        The duplicate clusters, or None when the policy drops no duplicates.
+    """
+    passed = apply_signal_rules(rows, "image", table, "image_id", policy.image_rules())
+    if not policy.duplicate_level("exact"):
+        return None
+    links = image_links(table, policy, semantic_pairs)
+    sha = np.asarray(table.column("sha256").to_pylist(), dtype=object)
+    pixels = pc.multiply(
+        table.column("width").cast(pa.int64()), table.column("height").cast(pa.int64())
+    ).to_numpy(zero_copy_only=False)
+    clusters = cluster_images(
+        np.zeros(len(sha), np.int64),
+        list(sha),
+        pixels,
+        threshold=None,
+        eligible=passed,
+        links=(links.a, links.b),
+    )
+    ids = np.asarray(table.column("image_id").to_pylist(), dtype=object)
+    dup = clusters.duplicates()
+    _, sha_inverse, sha_counts = np.unique(sha, return_inverse=True, return_counts=True)
+    exact = sha_counts[sha_inverse[dup]] > 1
+    perceptual = ~exact & (links.phash_bits[dup] <= policy.phash_max_bits)
+    semantic = ~exact & ~perceptual
+    details = [
+        f"duplicate of {ids[clusters.cluster[i]]} (cluster of {clusters.size[i]})" for i in dup
+    ]
+    for rule, mask, values, threshold in (
+        ("exact_duplicate", exact, np.zeros(len(dup)), 0.0),
+        ("perceptual_duplicate", perceptual, links.phash_bits[dup], policy.phash_max_bits),
+        ("semantic_duplicate", semantic, links.cosine[dup], policy.semantic_min_cosine),
+    ):
+        rows.add(
+            "image",
+            ids[dup][mask],
+            rule,
+            values[mask],
+            threshold,
+            [d for d, m in zip(details, mask, strict=True) if m],
+        )
+    return clusters
+
+
+# -- documents -----------------------------------------------------------------------------
+
+
+def _closest_share(signatures: np.ndarray, group: np.ndarray, kept: int) -> np.ndarray:
+    """Each member's highest share of equal MinHash values with another member."""
+    if len(group) > PAIRWISE_CLUSTER_LIMIT:
+        return (signatures[group] == signatures[kept]).mean(axis=1)
+    sig = signatures[group]
+    share = (sig[:, None, :] == sig[None, :, :]).mean(axis=2)
+    np.fill_diagonal(share, -1.0)
+    return share.max(axis=1)
+
+
+def text_exclusions(
+    rows: ExclusionRows, table: pa.Table, policy: CurationPolicy
+) -> Clusters | None:
+    """Add the documents ``policy`` excludes from ``table`` (``docid`` and text signals).
+
+    Returns:
+        The near-duplicate clusters, or None when the policy keeps near-duplicate texts.
+    """
+    passed = apply_signal_rules(rows, "document", table, "docid", policy.text_rules())
+    if not policy.drop_near_duplicate_texts:
+        return None
+    minhash = table.column("minhash")
+    idx = np.flatnonzero(pc.is_valid(minhash).to_numpy(zero_copy_only=False))
+    signatures = (
+        np.stack(minhash.take(pa.array(idx)).to_numpy(zero_copy_only=False))
+        if len(idx)
+        else np.zeros((0, 64), np.uint32)
+    )
+    clusters = cluster_texts(signatures, threshold=policy.text_min_jaccard)
+    clusters = clusters.keep_first_eligible(passed[idx])
+    ids = np.asarray(table.column("docid").to_pylist(), dtype=object)[idx]
+    for group in clusters.groups():
+        kept = int(clusters.cluster[group[0]])
+        share = _closest_share(signatures, group, kept)
+        others = group != kept
+        rows.add(
+            "document",
+            ids[group[others]],
+            "near_duplicate_text",
+            share[others],
+            policy.text_min_jaccard,
+            [f"near-duplicate of {ids[kept]} (cluster of {len(group)})"] * int(others.sum()),
+        )
+    return clusters
