@@ -51,6 +51,6 @@ def excluded_gallery(ds: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
         if row["kind"] == "image":
             items = by_rule.setdefault(row["rule"], [])
             if len(items) < PER_ROW:
-                items.append((row["id"], f"{row['id']}: {row['value']:g}"))
+                items.append((row["id"], f"{row['id']}: {row['value']:.3g}"))
     groups = [(rule, items) for rule, items in sorted(by_rule.items())[:RULES_SHOWN]]
     return _md("excluded_images", gallery(ds, groups))

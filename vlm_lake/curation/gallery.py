@@ -23,17 +23,27 @@ log = logging.getLogger(__name__)
 
 #: Longer side of a thumbnail, in pixels.
 THUMB_PX = 96
+#: A smaller image is enlarged (nearest neighbour: its pixels stay visible) to this size.
+MIN_SHOWN_PX = 48
 #: Thumbnails per table row.
 PER_ROW = 6
 
 
 def thumbnail(data: bytes, size: int = THUMB_PX) -> bytes | None:
-    """A JPEG thumbnail of ``data`` (orientation applied), or None if it does not decode."""
+    """A JPEG thumbnail of ``data`` (orientation applied), or None if it does not decode.
+
+    Tiny images are enlarged to :data:`MIN_SHOWN_PX` with their pixels visible.
+    """
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.draft("RGB", (size, size))
             small = ImageOps.exif_transpose(im).convert("RGB")
             small.thumbnail((size, size))
+            factor = -(-MIN_SHOWN_PX // max(small.size))
+            if factor > 1:
+                small = small.resize(
+                    (small.width * factor, small.height * factor), Image.Resampling.NEAREST
+                )
             out = io.BytesIO()
             small.save(out, format="JPEG", quality=70)
             return out.getvalue()
