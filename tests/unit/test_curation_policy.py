@@ -201,3 +201,85 @@ def test_export_whose_first_shards_are_all_excluded_still_parses(lake: dict[str,
     )
     assert again.written == 0 and again.reused == 4  # the head shard too is reused
     assert Path(again.candidate).read_bytes() == Path(run.candidate).read_bytes()
+
+
+def test_semantic_duplicates_come_from_the_vector_index(
+    lake: dict[str, str], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from vlm_lake.features.index_duplicates import index_pairs
+    from vlm_lake.tables.contracts import FEATURE_DIM, FEATURES_SCHEMA
+
+    ids = sorted(hard_case_images())
+    rng = np.random.default_rng(7)
+    vectors = {i: rng.standard_normal(FEATURE_DIM).astype(np.float32) for i in ids}
+    # the grey picture "looks like" the other photo to the model: cosine about 0.995
+    vectors["flat_grey"] = vectors["other_photo"] + 0.1 * rng.standard_normal(FEATURE_DIM).astype(
+        np.float32
+    )
+    features = str(tmp_path / "image_features.lance")
+    table = pa.table(
+        {
+            "image_id": ids,
+            "image_sha256": ["-"] * len(ids),
+            "features": [vectors[i].tolist() for i in ids],
+            "model": ["test"] * len(ids),
+            "weights": ["test"] * len(ids),
+            "precision": ["fp32"] * len(ids),
+        },
+        schema=FEATURES_SCHEMA,
+    )
+    write_published(table, features)
+    pairs = index_pairs(lance.dataset(features), threshold=0.97)
+    assert [(a, b) for a, b, _ in pairs] == [("flat_grey", "other_photo")]
+    policy = CurationPolicy(image_duplicates="semantic")
+    uri = str(tmp_path / "curation.lance")
+    build_curation(lake["images"], lake["texts"], uri, None, policy, lambda: pairs)
+    rows = _rows(uri)
+    semantic = [r for (_, _, rule), r in rows.items() if rule == "semantic_duplicate"]
+    # other_photo (451x300) outranks the grey 200x150 image and is kept
+    assert [(r["id"], r["detail"]) for r in semantic] == [
+        ("flat_grey", "duplicate of other_photo (cluster of 2)")
+    ]
+    assert semantic[0]["value"] == pytest.approx(pairs[0][2]) and semantic[0]["threshold"] == 0.97
+    assert {r for _, _, r in rows} == {
+        "exact_duplicate",
+        "perceptual_duplicate",
+        "semantic_duplicate",
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "threshold"),
+    [
+        # (max_bright_share: no hard case has a near-white pixel; the same "above" filter)
+        ("min_blur", 50.0),
+        ("max_flat_share", 0.5),
+        ("min_luma_mean", 0.3),
+        ("max_luma_mean", 0.45),
+        ("max_dark_share", 0.5),
+        ("min_short_side", 150),
+        ("max_aspect_ratio", 1.4),
+    ],
+)
+def test_each_image_rule_selects_what_its_column_says(
+    lake: dict[str, str], tmp_path: Path, field: str, threshold: float
+) -> None:
+    from vlm_lake.curation.policy import IMAGE_RULES
+
+    column, below = IMAGE_RULES[field]
+    table = lance.dataset(lake["images"]).to_table(columns=["image_id", "width", "height", column])
+    expected = set()
+    for row in table.to_pylist():
+        value = row[column]
+        if field == "max_aspect_ratio":  # from the pixel sizes, either orientation
+            value = max(row["width"] / row["height"], row["height"] / row["width"])
+        if (value < threshold) if below else (value > threshold):
+            expected.add(row["image_id"])
+    assert expected and expected != set(table.column("image_id").to_pylist()), field
+    uri = str(tmp_path / "curation.lance")
+    build_curation(lake["images"], lake["texts"], uri, None, CurationPolicy(**{field: threshold}))
+    rows = lance.dataset(uri).to_table().to_pylist()
+    assert {r["id"] for r in rows} == expected and {r["rule"] for r in rows} == {field}
+    assert all(r["threshold"] == threshold for r in rows)

@@ -64,26 +64,29 @@ class ExclusionRows:
         return pa.table(self.columns, schema=CURATION_SCHEMA)
 
 
-def _values(table: pa.Table, rule: SignalRule) -> np.ndarray:
-    values = table.column(rule.column).to_numpy(zero_copy_only=False).astype(np.float64)
-    if rule.name == "max_aspect_ratio":  # the longer side over the shorter, either way
-        values = np.maximum(values, 1.0 / values)
-    return values  # NaN where the row has no signals: never excluded
-
-
 def apply_signal_rules(
-    rows: ExclusionRows, kind: str, table: pa.Table, key: str, rules: list[SignalRule]
-) -> np.ndarray:
-    """Add the rows each signal rule excludes; return which rows no rule excluded."""
-    passed = np.ones(table.num_rows, bool)
-    ids = np.asarray(table.column(key).to_pylist(), dtype=object)
+    rows: ExclusionRows, kind: str, ds: Any, key: str, rules: list[SignalRule]
+) -> set[str]:
+    """Add the rows each signal rule excludes; return the ids any rule excluded.
+
+    One filtered scan per rule (Lance streams the column and returns only the matches):
+    memory grows with the exclusions, not the table. A row without signals (null) never
+    matches.
+    """
+    excluded: set[str] = set()
     for rule in rules:
-        values = _values(table, rule)
-        with np.errstate(invalid="ignore"):
-            hit = values < rule.threshold if rule.below else values > rule.threshold
-        rows.add(kind, ids[hit], rule.name, values[hit], rule.threshold)
-        passed &= ~hit
-    return passed
+        hits = ds.to_table(columns=[key, rule.column], filter=rule.lance_filter)
+        ids = hits.column(key).to_pylist()
+        values = hits.column(rule.column).to_numpy(zero_copy_only=False).astype(np.float64)
+        if rule.name == "max_aspect_ratio":  # the longer side over the shorter, either way
+            values = np.maximum(values, 1.0 / values)
+        rows.add(kind, ids, rule.name, values, rule.threshold)
+        excluded.update(ids)
+    return excluded
+
+
+def _not_in(ids: list[str], barred: set[str]) -> np.ndarray:
+    return np.fromiter((i not in barred for i in ids), bool, len(ids))
 
 
 # -- images --------------------------------------------------------------------------------
@@ -147,25 +150,31 @@ def image_links(
 
 def image_exclusions(
     rows: ExclusionRows,
-    table: pa.Table,
+    ds: Any,
     policy: CurationPolicy,
     semantic_pairs: Iterable[tuple[str, str, float]] = (),
-) -> Clusters | None:
-    """Add the images ``policy`` excludes from ``table`` (image_lance's columns).
+) -> tuple[Clusters, list[str]] | None:
+    """Add the images ``policy`` excludes from ``ds`` (a version of ``image_lance``).
 
     Args:
         rows: Where the exclusions go.
-        table: ``image_id``, ``sha256``, ``width``, ``height`` and the signal columns.
+        ds: The images, pinned to a version.
         policy: The policy.
         semantic_pairs: ``(image_id, image_id, cosine)`` pairs at or above the policy's
             ``semantic_min_cosine`` (used when it drops semantic duplicates).
 
     Returns:
-        The duplicate clusters, or None when the policy drops no duplicates.
+        The duplicate clusters and the image ids in their row order, or None when the
+        policy drops no duplicates.
     """
-    passed = apply_signal_rules(rows, "image", table, "image_id", policy.image_rules())
+    barred = apply_signal_rules(rows, "image", ds, "image_id", policy.image_rules())
     if not policy.duplicate_level("exact"):
         return None
+    columns = ["image_id", "sha256", "width", "height"]
+    table = ds.to_table(
+        columns=columns + (["phash"] if policy.duplicate_level("perceptual") else [])
+    )
+    passed = _not_in(table.column("image_id").to_pylist(), barred)
     links = image_links(table, policy, semantic_pairs)
     sha = np.asarray(table.column("sha256").to_pylist(), dtype=object)
     pixels = pc.multiply(
@@ -201,7 +210,7 @@ def image_exclusions(
             threshold,
             [d for d, m in zip(details, mask, strict=True) if m],
         )
-    return clusters
+    return clusters, list(ids)
 
 
 # -- documents -----------------------------------------------------------------------------
@@ -217,17 +226,17 @@ def _closest_share(signatures: np.ndarray, group: np.ndarray, kept: int) -> np.n
     return share.max(axis=1)
 
 
-def text_exclusions(
-    rows: ExclusionRows, table: pa.Table, policy: CurationPolicy
-) -> Clusters | None:
-    """Add the documents ``policy`` excludes from ``table`` (``docid`` and text signals).
+def text_exclusions(rows: ExclusionRows, ds: Any, policy: CurationPolicy) -> Clusters | None:
+    """Add the documents ``policy`` excludes from ``ds`` (a version of ``text_lance``).
 
     Returns:
         The near-duplicate clusters, or None when the policy keeps near-duplicate texts.
     """
-    passed = apply_signal_rules(rows, "document", table, "docid", policy.text_rules())
+    barred = apply_signal_rules(rows, "document", ds, "docid", policy.text_rules())
     if not policy.drop_near_duplicate_texts:
         return None
+    table = ds.to_table(columns=["docid", "minhash"])
+    passed = _not_in(table.column("docid").to_pylist(), barred)
     minhash = table.column("minhash")
     idx = np.flatnonzero(pc.is_valid(minhash).to_numpy(zero_copy_only=False))
     signatures = (

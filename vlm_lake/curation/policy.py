@@ -43,7 +43,10 @@ class SignalRule:
         """The Lance filter selecting the rows this rule excludes."""
         if self.name == "max_aspect_ratio":  # either orientation
             return f"(aspect_ratio > {self.threshold!r} OR aspect_ratio < {1 / self.threshold!r})"
-        return f"{self.column} {'<' if self.below else '>'} {self.threshold!r}"
+        # an integral threshold as an integer literal: Lance compares it with int columns too
+        t = self.threshold
+        literal = str(int(t)) if t.is_integer() else repr(t)
+        return f"{self.column} {'<' if self.below else '>'} {literal}"
 
 
 #: ``field -> (column, below)`` for the image signal rules.

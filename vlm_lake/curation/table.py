@@ -49,21 +49,6 @@ class CurationRun:
     image_ids: list[str]
 
 
-def _image_columns(policy: CurationPolicy) -> list[str]:
-    columns = ["image_id", "sha256", "width", "height"]
-    columns += [rule.column for rule in policy.image_rules()]
-    if policy.duplicate_level("perceptual"):
-        columns.append("phash")
-    return list(dict.fromkeys(columns))
-
-
-def _text_columns(policy: CurationPolicy) -> list[str]:
-    columns = ["docid", *(rule.column for rule in policy.text_rules())]
-    if policy.drop_near_duplicate_texts:
-        columns.append("minhash")
-    return list(dict.fromkeys(columns))
-
-
 def build_curation(
     images_uri: str,
     texts_uri: str,
@@ -90,14 +75,10 @@ def build_curation(
     images = publish.open_published(images_uri, storage)
     texts = publish.open_published(texts_uri, storage)
     rows = ExclusionRows()
-    clusters, image_ids = None, []
-    if policy.image_rules() or policy.duplicate_level("exact"):
-        table = images.to_table(columns=_image_columns(policy))
-        pairs = semantic_pairs() if semantic_pairs and policy.duplicate_level("semantic") else ()
-        clusters = image_exclusions(rows, table, policy, pairs)
-        image_ids = table.column("image_id").to_pylist() if clusters is not None else []
-    if policy.text_rules() or policy.drop_near_duplicate_texts:
-        text_exclusions(rows, texts.to_table(columns=_text_columns(policy)), policy)
+    pairs = semantic_pairs() if semantic_pairs and policy.duplicate_level("semantic") else ()
+    found = image_exclusions(rows, images, policy, pairs)
+    clusters, image_ids = found if found is not None else (None, [])
+    text_exclusions(rows, texts, policy)
     table = rows.table()
     totals = {
         "images": images.count_rows(),
