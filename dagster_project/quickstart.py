@@ -153,6 +153,7 @@ def _summary(
         "training_json",
         "training_llamafactory",
         "image_features",
+        "curation",
     ):
         meta = written[name]
         version = meta["lance/version"].value if "lance/version" in meta else "-"
@@ -183,6 +184,13 @@ def _summary(
         f"{features['computed'].value} computed in {features['spark_seconds'].value} s on "
         f"Spark (workers start and build the model first); vector index: "
         f"{features['vector_index'].value}"
+    )
+    curation = written["curation"]
+    _out()
+    _out(
+        f"curation: {curation['images_excluded'].value} images and "
+        f"{curation['documents_excluded'].value} documents excluded by the policy (the default "
+        "sets no rule; docs/curation.md shows how to set one)"
     )
 
 

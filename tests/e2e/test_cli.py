@@ -109,7 +109,7 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     assert len(set(lines)) == len(lines), "a line was printed twice"
     for noise in ("alembic", "No existing dataset", "fork-safe", "Setting default log level"):
         assert noise not in out + proc.stderr, noise
-    steps = [line.split()[1] for line in out.splitlines() if re.match(r"\[\d/6\] ", line)]
+    steps = [line.split()[1] for line in out.splitlines() if re.match(r"\[\d/7\] ", line)]
     assert sorted(steps) == sorted(
         [
             "ingest_images",
@@ -118,8 +118,10 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
             "training_json",
             "training_llamafactory",
             "image_features",
+            "curation",
         ]
     )
+    assert "curation: 0 images and 0 documents excluded" in out  # the default policy
     assert out.count("RESNET50_WEIGHTS is not set") == 1  # said plainly, once
     assert "Pipeline finished" in out
     assert "first training batch: images [4, 3, 3, 224, 224]" in out

@@ -283,3 +283,15 @@ def test_each_image_rule_selects_what_its_column_says(
     rows = lance.dataset(uri).to_table().to_pylist()
     assert {r["id"] for r in rows} == expected and {r["rule"] for r in rows} == {field}
     assert all(r["threshold"] == threshold for r in rows)
+
+
+def test_a_rerun_with_the_same_policy_and_inputs_commits_nothing(
+    lake: dict[str, str], tmp_path: Path
+) -> None:
+    uri = str(tmp_path / "curation.lance")
+    first = build_curation(lake["images"], lake["texts"], uri, None, POLICY)
+    publish.publish(uri, first.version)
+    again = build_curation(lake["images"], lake["texts"], uri, None, POLICY)
+    assert again.version == first.version == lance.dataset(uri).version
+    other = build_curation(lake["images"], lake["texts"], uri, None, CurationPolicy(min_blur=50))
+    assert other.version == first.version + 1  # another policy: a new version

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from vlm_lake.curation.clusters import Clusters
 from vlm_lake.curation.exclusion_set import POLICY_KEY, TOTALS_KEY
 from vlm_lake.curation.exclusions import ExclusionRows, image_exclusions, text_exclusions
@@ -47,6 +49,19 @@ class CurationRun:
     by_rule: dict[str, int]
     image_clusters: Clusters | None
     image_ids: list[str]
+
+
+def _unchanged_version(
+    uri: str, storage: dict[str, str] | None, table: pa.Table, schema: pa.Schema
+) -> int | None:
+    """The published version when it holds exactly these rows and metadata (no new commit)."""
+    current = publish.published(uri, storage)
+    if current is None:
+        return None
+    old = lance_io.open_dataset(uri, storage, current.version)
+    if old.schema.metadata != schema.metadata or old.count_rows() != table.num_rows:
+        return None
+    return current.version if old.to_table().equals(table.cast(schema)) else None
 
 
 def build_curation(
@@ -89,14 +104,16 @@ def build_curation(
     schema = CURATION_SCHEMA.with_metadata(
         {POLICY_KEY: policy.to_json().encode(), TOTALS_KEY: json.dumps(totals).encode()}
     )
-    ds = lance_io.write_batches(
-        table.cast(schema).to_batches(),
-        curation_uri,
-        schema,
-        storage,
-        mode="overwrite",
-        commit_message=f"curation policy {policy.to_json()}",
-    )
+    version = _unchanged_version(curation_uri, storage, table, schema)
+    if version is None:
+        version = lance_io.write_batches(
+            table.cast(schema).to_batches(),
+            curation_uri,
+            schema,
+            storage,
+            mode="overwrite",
+            commit_message=f"curation policy {policy.to_json()}",
+        ).version
     kinds = list(zip(table.column("kind").to_pylist(), table.column("id").to_pylist(), strict=True))
     distinct = Counter(kind for kind, _ in set(kinds))
     by_rule = Counter(
@@ -114,7 +131,7 @@ def build_curation(
         ", ".join(f"{k} {v}" for k, v in sorted(by_rule.items())) or "no rule set",
     )
     return CurationRun(
-        ds.version,
+        version,
         policy,
         totals,
         distinct["image"],
