@@ -35,11 +35,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vlm_lake.curation.exclusion_set import NO_EXCLUSIONS, kept_rows, load_exclusions
 from vlm_lake.imaging.decode import decode_rgb
 from vlm_lake.imaging.transforms import RESIZE_MODES, fit_square, to_float
 from vlm_lake.store import uris
 from vlm_lake.tables import lance_io, publish
-from vlm_lake.tables.contracts import image_columns, image_id_columns
+from vlm_lake.tables.contracts import image_columns, image_id_column, image_id_columns
 from vlm_lake.training.batches import Batch, Sample, collate, to_tensor
 from vlm_lake.training.fragment_cache import FragmentCache
 from vlm_lake.training.replay import READ_MANIFEST_FORMAT, open_read, table_read
@@ -91,6 +92,10 @@ class VLMDataset(Dataset[Sample]):
             lake. None (default): every batch is read from the store.
         cache_bytes: Most bytes the fragment cache keeps; least recently used fragments
             are deleted first.
+        curation_uri: ``curation.lance``: leave out what the curation excludes, as the
+            exports do (excluded documents are not in the dataset, excluded images are
+            zero padding). None (default): every document and image.
+        curation_version: The curation version to apply (default: the published one).
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class VLMDataset(Dataset[Sample]):
         text_transform: Callable[[list[str]], Any] | None = None,
         cache_dir: str | None = None,
         cache_bytes: int = CACHE_BYTES,
+        curation_uri: str | None = None,
+        curation_version: int | str = "published",
     ) -> None:
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize={resize!r} is not allowed; expected one of {RESIZE_MODES}")
@@ -146,6 +153,15 @@ class VLMDataset(Dataset[Sample]):
                 "at least one image slot"
             )
         self._len = ds.count_rows()
+        self.curation_uri = curation_uri
+        self.exclusions = NO_EXCLUSIONS
+        self._rows: np.ndarray | None = None  # kept row positions, when documents are left out
+        self._image_ids = [image_id_column(k) for k in range(1, self.num_slots + 1)]
+        if curation_uri is not None:
+            self.exclusions = load_exclusions(curation_uri, self.storage_options, curation_version)
+            self._rows = kept_rows(ds, self.exclusions)
+            if self._rows is not None:
+                self._len = len(self._rows)
         self.image_size = image_size
         self.transform = transform
         self.output = output
@@ -238,10 +254,17 @@ class VLMDataset(Dataset[Sample]):
         for i in idx:
             if not 0 <= i < self._len:
                 raise IndexError(f"index {i} out of range for VLMDataset of {self._len} rows")
+        if self._rows is not None:  # positions in the table of the documents kept
+            idx = [int(self._rows[i]) for i in idx]
         # docid is only needed to name a bad image: fetched only then (_decode_error).
-        table = self._take(idx, self.columns[1:])
+        ids = self._image_ids if self.exclusions.images else []
+        table = self._take(idx, self.columns[1:] + ids)
         texts = table.column("text").to_pylist()
         slots = [table.column(c).to_pylist() for c in self.columns[2:]]
+        for col, key in zip(slots, ids, strict=False):  # images the curation left out
+            for row, image_id in enumerate(table.column(key).to_pylist()):
+                if image_id in self.exclusions.images:
+                    col[row] = None
         if self.transform is not None:
             stacked = [
                 torch.stack(
@@ -286,6 +309,8 @@ class VLMDataset(Dataset[Sample]):
                 "output": self.output,
                 "draft": self.draft,
                 "resize": self.resize,
+                "curation_uri": self.curation_uri,
+                "curation_version": self.exclusions.version,
             },
         }
 
@@ -319,6 +344,8 @@ class VLMDataset(Dataset[Sample]):
         (read,) = manifest["tables"]
         open_read(read, storage_options)
         settings = {**manifest["dataset"], **overrides}
+        if settings.get("curation_version") is None:  # no curation applied, or none published
+            settings.pop("curation_version", None)
         return cls(read["uri"], storage_options, version=int(read["version"]), **settings)
 
     @staticmethod
