@@ -24,82 +24,94 @@ from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
 from vlm_lake.checks.curation import check_curation
 from vlm_lake.curation.exclusion_set import exclusion_rows
-from vlm_lake.curation.policy import CurationPolicy
+from vlm_lake.curation.policy import CurationPolicy, parse_policy
 from vlm_lake.curation.table import CurationRun, build_curation
 from vlm_lake.features.index_duplicates import index_pairs
 from vlm_lake.tables import lance_io, publish
 
-_OFF = "None (the default) sets no rule."
+_LAKE = "Unset: the lake's policy (CURATION_POLICY), else off."
 
 
 class CurationConfig(Config):
-    """The curation policy (set it in the launchpad); every rule is off by default."""
+    """One run's curation policy (set it in the launchpad), field by field.
+
+    A field left unset takes the lake's policy (``CURATION_POLICY``), where every rule is
+    off by default; a field set here overrides it for this run.
+    """
 
     min_blur: float | None = Field(
         None,
-        description="Exclude images whose blur (variance "
-        f"of the Laplacian) is below this, e.g. 50. {_OFF}",
+        description=f"Exclude images whose blur (variance "
+        f"of the Laplacian) is below this, e.g. 50. {_LAKE}",
     )
     max_flat_share: float | None = Field(
-        None, description=f"Exclude images with a larger share of flat pixels, e.g. 0.95. {_OFF}"
+        None, description=f"Exclude images with a larger share of flat pixels, e.g. 0.95. {_LAKE}"
     )
     min_luma_mean: float | None = Field(
-        None, description=f"Exclude images darker on average (0..1), e.g. 0.1. {_OFF}"
+        None, description=f"Exclude images darker on average (0..1), e.g. 0.1. {_LAKE}"
     )
     max_luma_mean: float | None = Field(
-        None, description=f"Exclude images brighter on average (0..1), e.g. 0.9. {_OFF}"
+        None, description=f"Exclude images brighter on average (0..1), e.g. 0.9. {_LAKE}"
     )
     max_dark_share: float | None = Field(
-        None, description=f"Exclude images with a larger share of near-black pixels. {_OFF}"
+        None, description=f"Exclude images with a larger share of near-black pixels. {_LAKE}"
     )
     max_bright_share: float | None = Field(
-        None, description=f"Exclude images with a larger share of near-white pixels. {_OFF}"
+        None, description=f"Exclude images with a larger share of near-white pixels. {_LAKE}"
     )
     min_short_side: int | None = Field(
-        None, description=f"Exclude images whose shorter side has fewer pixels, e.g. 64. {_OFF}"
+        None, description=f"Exclude images whose shorter side has fewer pixels, e.g. 64. {_LAKE}"
     )
     max_aspect_ratio: float | None = Field(
-        None, description=f"Exclude images longer than this on either side (>= 1), e.g. 4. {_OFF}"
+        None, description=f"Exclude images longer than this on either side (>= 1), e.g. 4. {_LAKE}"
     )
     min_text_length: int | None = Field(
-        None, description=f"Exclude documents with fewer characters. {_OFF}"
+        None, description=f"Exclude documents with fewer characters. {_LAKE}"
     )
     max_text_length: int | None = Field(
-        None, description=f"Exclude documents with more characters. {_OFF}"
+        None, description=f"Exclude documents with more characters. {_LAKE}"
     )
-    image_duplicates: str = Field(
-        "none",
+    image_duplicates: str | None = Field(
+        None,
         description="Drop duplicate images up to this "
         "level, keeping one per cluster: 'none', 'exact' (same "
-        "sha256), 'perceptual' (phash within phash_max_bits) or "
-        "'semantic' (ResNet-50 feature cosine >= "
-        "semantic_min_cosine; needs image_features).",
+        "sha256), 'perceptual' (phash within phash_max_bits) "
+        "or 'semantic' (ResNet-50 feature cosine >= "
+        f"semantic_min_cosine; needs image_features). {_LAKE}",
     )
-    phash_max_bits: int = Field(
-        6, description="Largest phash distance of perceptual duplicates, 0..32."
+    phash_max_bits: int | None = Field(
+        None,
+        description=f"Largest phash distance of perceptual duplicates, 0..32 (default 6). {_LAKE}",
     )
-    semantic_min_cosine: float = Field(
-        0.97, description="Least feature cosine of semantic duplicates, in (0, 1]."
+    semantic_min_cosine: float | None = Field(
+        None,
+        description="Least feature cosine of "
+        "semantic duplicates, in (0, 1] (default 0.97). "
+        f"{_LAKE}",
     )
-    drop_near_duplicate_texts: bool = Field(
-        False,
-        description="Drop documents whose MinHash "
-        "Jaccard estimate with a kept one reaches "
-        "text_min_jaccard.",
+    drop_near_duplicate_texts: bool | None = Field(
+        None,
+        description="Drop documents whose "
+        "MinHash Jaccard estimate with a kept one "
+        f"reaches text_min_jaccard. {_LAKE}",
     )
-    text_min_jaccard: float = Field(
-        0.7, description="Least estimated Jaccard similarity of near-duplicate texts, in (0, 1]."
+    text_min_jaccard: float | None = Field(
+        None,
+        description="Least estimated Jaccard "
+        "similarity of near-duplicate texts, in (0, 1] "
+        f"(default 0.7). {_LAKE}",
     )
-    max_excluded_share: float = Field(
-        0.5,
-        description="A training export that leaves out "
-        "more than this share of its documents, or of their "
-        "images, is not published (blocking check).",
+    max_excluded_share: float | None = Field(
+        None,
+        description="A training export that leaves "
+        "out more than this share of its documents, or of "
+        "their images, is not published (blocking check; "
+        f"default 0.5). {_LAKE}",
     )
 
-    def policy(self) -> CurationPolicy:
-        """The core policy (its checks raise on a value out of range)."""
-        return CurationPolicy.from_dict(self.model_dump())
+    def policy(self, base: CurationPolicy) -> CurationPolicy:
+        """``base`` (the lake's policy) with the fields this run sets (range-checked)."""
+        return base.with_overrides(self.model_dump())
 
 
 def _semantic_pairs(
@@ -162,9 +174,10 @@ def curation(
     spark: SparkResource,
 ) -> MaterializeResult:
     """Apply the policy, check the signal distributions, publish, show the excluded images."""
-    policy = config.policy()
+    store = object_store.store()
+    policy = config.policy(parse_policy(lake.curation_policy, store.read_bytes))
     layout = lake.layout()
-    storage = object_store.storage_options(layout.curation)
+    storage = store.storage_options(layout.curation)
     run = build_curation(
         layout.images,
         layout.texts,

@@ -37,8 +37,9 @@ def env_or(name: str, default: Any = None) -> Any:
 def build_resources() -> dict[str, Any]:
     """The resources of the code location, configured from the environment.
 
-    Variables: ``RAW_IMAGES_URI``, ``RAW_TEXTS_URI``, ``LAKE_URI``; ``AWS_ENDPOINT_URL``,
-    ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+    Variables: ``RAW_IMAGES_URI``, ``RAW_TEXTS_URI``, ``LAKE_URI``, ``CURATION_POLICY``;
+    ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_SESSION_TOKEN``,
     ``AWS_VIRTUAL_HOSTED_STYLE_REQUEST`` (``true`` for Aliyun OSS); ``SPARK_MASTER`` and
     ``SPARK_REMOTE``; ``RESNET50_WEIGHTS``, ``FEATURES_DEVICE``, ``FEATURES_PRECISION``
     and ``FEATURES_COMPILE``; ``UPLOAD_EVENTS_QUEUE_URL``, ``UPLOAD_EVENTS_ENDPOINT_URL`` and
@@ -49,6 +50,7 @@ def build_resources() -> dict[str, Any]:
             raw_images_uri=env_or("RAW_IMAGES_URI", SAMPLE_IMAGES_URI),
             raw_texts_uri=env_or("RAW_TEXTS_URI", SAMPLE_TEXTS_URI),
             lake_uri=env_or("LAKE_URI", "lake"),
+            curation_policy=env_or("CURATION_POLICY"),
         ),
         "object_store": ObjectStoreResource(
             endpoint_url=env_or("AWS_ENDPOINT_URL"),

@@ -9,8 +9,9 @@ from vlm_lake.lake import SAMPLE_IMAGES_URI, SAMPLE_TEXTS_URI, LakeLayout
 
 
 class LakeResource(ConfigurableResource):
-    """The three locations of a deployment, as URIs (``s3://...``) or local paths.
+    """Where the raw uploads are and the lake is written, and the lake's curation policy.
 
+    Locations are URIs (``s3://...``) or local paths.
     Defaults are the embedded demo: the sample images and ``testdata.json`` shipped in the
     package, and a ``lake/`` folder in the working directory.
     """
@@ -23,6 +24,11 @@ class LakeResource(ConfigurableResource):
         description="JSON / JSON Lines file or a prefix of them (RAW_TEXTS_URI).",
     )
     lake_uri: str = Field(default="lake", description="Where outputs are written (LAKE_URI).")
+    curation_policy: str | None = Field(
+        default=None,
+        description="The lake's curation policy: a JSON object, or the path or URI of a JSON "
+        "file (CURATION_POLICY). Unset: no rule. A run's curation config overrides it.",
+    )
 
     def layout(self) -> LakeLayout:
         """The output URIs under ``lake_uri``."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from dagster import materialize
 from helpers import CAPTION, hard_case_documents, hard_case_images, put
 
 from assets import ALL_ASSETS
+from resources import LakeResource
 from vlm_lake.curation.image_report import FLAGS
 
 
@@ -147,3 +149,35 @@ def test_an_export_excluding_more_than_the_allowed_share_is_not_published(
     }
     assert not checks[("training_json", "excluded_share")].passed
     assert checks[("training_json", "excluded_share")].severity.value == "ERROR"
+
+
+def test_the_lake_policy_applies_and_a_run_overrides_it_field_by_field(
+    s3_resources: dict[str, Any], s3_store: Any, bucket: str
+) -> None:
+    _upload_hard_cases(s3_store, bucket)
+    policy = {"min_blur": 50, "image_duplicates": "perceptual", "min_text_length": 10}
+    put(s3_store.client, bucket, "config/policy.json", json.dumps(policy).encode())
+    seed = s3_resources["lake"]
+    lake = LakeResource(
+        raw_images_uri=seed.raw_images_uri,
+        raw_texts_uri=seed.raw_texts_uri,
+        lake_uri=seed.lake_uri,
+        curation_policy=f"s3://{bucket}/config/policy.json",
+    )
+    resources = s3_resources | {"lake": lake}
+    selection = ["image_lance", "text_lance", "curation"]
+    # a run started by a sensor or automation: no run config, the lake's policy
+    result = materialize(ALL_ASSETS, resources=resources, selection=selection)
+    cur = _metadata(result)["curation"]
+    assert cur["policy"]["min_blur"] == 50 and cur["policy"]["image_duplicates"] == "perceptual"
+    assert (cur["images_excluded"], cur["documents_excluded"]) == (8, 1)
+    # one run turns the duplicates off and keeps the file's other fields
+    config = {"ops": {"curation": {"config": {"image_duplicates": "none"}}}}
+    result = materialize(ALL_ASSETS, resources=resources, selection=["curation"], run_config=config)
+    cur = _metadata(result)["curation"]
+    assert cur["policy"]["image_duplicates"] == "none" and cur["policy"]["min_blur"] == 50
+    assert cur["images_excluded"] == 4  # the 4 images under min_blur
+    # a broken policy file stops the run with a message naming it
+    put(s3_store.client, bucket, "config/policy.json", b'{"min_blurr": 50}')
+    with pytest.raises(ValueError, match=r"CURATION_POLICY file .*policy.json.*min_blurr"):
+        materialize(ALL_ASSETS, resources=resources, selection=["curation"])

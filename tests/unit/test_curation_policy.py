@@ -295,3 +295,43 @@ def test_a_rerun_with_the_same_policy_and_inputs_commits_nothing(
     assert again.version == first.version == lance.dataset(uri).version
     other = build_curation(lake["images"], lake["texts"], uri, None, CurationPolicy(min_blur=50))
     assert other.version == first.version + 1  # another policy: a new version
+
+
+def test_vlmdataset_leaves_out_what_the_curation_excludes(lake: dict[str, str]) -> None:
+    from vlm_lake.training.dataset import VLMDataset
+
+    run = build_curation(lake["images"], lake["texts"], lake["curation"], None, POLICY)
+    publish.publish(lake["curation"], run.version)
+    everything = VLMDataset(lake["multimodal"])
+    curated = VLMDataset(lake["multimodal"], curation_uri=lake["curation"])
+    assert (len(everything), len(curated)) == (4, 2)
+    texts, images = zip(*curated.__getitems__([0, 1]), strict=True)
+    assert list(texts) == [CAPTION, TEXTS[3]["text"]]
+    present = [[bool(img.abs().sum()) for img in doc] for doc in images]
+    # caption: "original" (an exact duplicate) zeroed, other_photo kept; grey: zeroed
+    assert present == [[False, True], [False, False]]
+    _, full = everything.__getitems__([0])[0]
+    assert bool((images[0][1] == full[1]).all())  # the kept image, pixel for pixel
+    again = VLMDataset.from_manifest(json.loads(json.dumps(curated.manifest())))
+    assert len(again) == 2 and again.exclusions == curated.exclusions
+
+
+def test_curation_policy_variable_is_json_or_a_file(tmp_path: Path) -> None:
+    from vlm_lake.curation.policy import parse_policy
+
+    read = ObjectStore().read_bytes
+    assert parse_policy(None, read) == CurationPolicy() == parse_policy("  ", read)
+    assert parse_policy('{"min_blur": 50}', read) == CurationPolicy(min_blur=50)
+    path = tmp_path / "policy.json"
+    path.write_text(POLICY.to_json())
+    assert parse_policy(str(path), read) == POLICY
+    assert POLICY.with_overrides({"min_blur": None, "image_duplicates": "none"}) == CurationPolicy(
+        **(POLICY.to_dict() | {"image_duplicates": "none"})
+    )
+    with pytest.raises(ValueError, match="CURATION_POLICY is not JSON"):
+        parse_policy("{min_blur: 50}", read)
+    with pytest.raises(ValueError, match=r"CURATION_POLICY: min_blur=-1"):
+        parse_policy('{"min_blur": -1}', read)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        parse_policy(str(path), read)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -143,6 +144,12 @@ class CurationPolicy:
             raise ValueError(f"unknown curation policy fields {unknown}; known: {sorted(known)}")
         return cls(**values)
 
+    def with_overrides(self, values: dict[str, Any]) -> CurationPolicy:
+        """This policy with the fields of ``values`` that are not None replacing its own."""
+        return CurationPolicy.from_dict(
+            self.to_dict() | {k: v for k, v in values.items() if v is not None}
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The fields, JSON-ready."""
         return asdict(self)
@@ -180,3 +187,32 @@ def _rules(policy: CurationPolicy, table: dict[str, tuple[str, bool]]) -> list[S
         for name, (column, below) in table.items()
         if getattr(policy, name) is not None
     ]
+
+
+def parse_policy(text: str | None, read: Callable[[str], bytes]) -> CurationPolicy:
+    """The policy ``CURATION_POLICY`` names: a JSON object, or a JSON file's path or URI.
+
+    Args:
+        text: The variable's value; None or blank: the default policy (no rule).
+        read: Reads a file's bytes (the object store's ``read_bytes``).
+
+    Raises:
+        ValueError: Not JSON, not an object, or an unknown or out-of-range field; the
+            message names the source.
+    """
+    if text is None or not text.strip():
+        return CurationPolicy()
+    source = "CURATION_POLICY"
+    raw = text.strip()
+    if not raw.startswith("{"):
+        source, raw = f"CURATION_POLICY file {raw!r}", read(raw).decode("utf-8")
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ValueError(f"{source} must hold a JSON object of policy fields, got {values!r}")
+    try:
+        return CurationPolicy.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: {exc}") from exc
