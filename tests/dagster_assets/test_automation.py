@@ -16,7 +16,13 @@ from dagster import (
 from dagster_project.definitions import defs
 from vlm_lake.checks import SPECS
 
-DOWNSTREAM = ("multimodal_lance", "training_json", "training_llamafactory", "image_features")
+DOWNSTREAM = (
+    "multimodal_lance",
+    "training_json",
+    "training_llamafactory",
+    "image_features",
+    "curation",
+)
 EXPORTS = ("training_json", "training_llamafactory")
 
 
@@ -55,8 +61,8 @@ def test_an_ingest_made_by_hand_propagates_to_everything_downstream() -> None:
         cursor = _after_a_full_run(instance)
         _materialize(instance, "text_lance", "rejected_documents")
         result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        assert _requested(result) == {"multimodal_lance", *EXPORTS}
-        _materialize(instance, "multimodal_lance", *EXPORTS)
+        assert _requested(result) == {"multimodal_lance", "curation", *EXPORTS}
+        _materialize(instance, "multimodal_lance", "curation", *EXPORTS)
         again = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
         assert again.total_requested == 0  # done: no second run
 
@@ -66,7 +72,7 @@ def test_new_images_request_the_join_and_the_features() -> None:
         cursor = _after_a_full_run(instance)
         _materialize(instance, "image_lance", "rejected_images")
         result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        assert _requested(result) == {"multimodal_lance", *EXPORTS, "image_features"}
+        assert _requested(result) == {"multimodal_lance", *EXPORTS, "image_features", "curation"}
 
 
 def test_the_sensor_run_that_built_everything_leaves_nothing_to_follow() -> None:
@@ -74,7 +80,7 @@ def test_the_sensor_run_that_built_everything_leaves_nothing_to_follow() -> None
     with DagsterInstance.ephemeral() as instance:
         cursor = _after_a_full_run(instance)
         _materialize(instance, "text_lance", "rejected_documents", "multimodal_lance")
-        _materialize(instance, *EXPORTS)
+        _materialize(instance, "curation", *EXPORTS)
         result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         assert result.total_requested == 0
 

@@ -121,4 +121,8 @@ def test_checks_guarding_training_are_blocking() -> None:
         ("image_features", "features_finite"): True,
         ("image_features", "single_model"): True,
         ("image_features", "near_duplicate_images"): False,
+        ("curation", "image_signal_distribution"): False,
+        ("curation", "text_signal_distribution"): False,
+        ("training_json", "excluded_share"): True,
+        ("training_llamafactory", "excluded_share"): True,
     }
