@@ -80,7 +80,13 @@ class _UnionFind:
                 self.parent[max(rx, ry)] = min(rx, ry)
 
     def roots(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+        """Each element's root, by pointer jumping (vectorized: no Python loop per element)."""
+        parent = np.asarray(self.parent, dtype=np.int64)
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                return parent
+            parent = jumped
 
 
 def _bands(threshold: int) -> list[tuple[int, int]]:
@@ -106,11 +112,10 @@ def hamming_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.nd
     for shift, width in _bands(threshold):
         keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
         order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        cuts = np.flatnonzero(np.diff(sorted_keys)) + 1
-        for group in np.split(order, cuts):
-            if len(group) < 2:
-                continue
+        starts = np.flatnonzero(np.r_[True, np.diff(keys[order]) != 0])
+        sizes = np.diff(np.r_[starts, len(order)])
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
+            group = order[start : start + size]
             i, j = np.triu_indices(len(group), k=1)
             a, b = group[i], group[j]
             close = np.bitwise_count(hashes[a] ^ hashes[b]) <= threshold
@@ -185,38 +190,67 @@ def cluster_images(
 TEXT_THRESHOLD = 0.7
 
 
+def _lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """Datasketch's band count and width for ``threshold`` (its own optimisation)."""
+    from datasketch import MinHashLSH
+
+    # Tuned for a lower similarity, weighted against misses: a few more candidates to
+    # confirm, far fewer near-duplicates lost (one word in 40 changed: 0.85).
+    lsh = MinHashLSH(threshold=threshold * 0.7, num_perm=num_perm, weights=(0.2, 0.8))
+    return int(lsh.b), int(lsh.r)
+
+
+def _band_pairs(signatures: np.ndarray, bands: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i < j)`` of rows equal on at least one band (candidates)."""
+    found: set[tuple[int, int]] = set()
+    for band in range(bands):
+        _, key = np.unique(
+            signatures[:, band * width : (band + 1) * width], axis=0, return_inverse=True
+        )
+        key = key.ravel()
+        order = np.argsort(key, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(key[order]) != 0])
+        sizes = np.diff(np.r_[starts, len(order)])
+        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
+            group = np.sort(order[start : start + size])
+            i, j = np.triu_indices(size, k=1)
+            found.update(zip(group[i].tolist(), group[j].tolist(), strict=True))
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = np.array(sorted(found), dtype=np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
 def cluster_texts(minhashes: np.ndarray, *, threshold: float = TEXT_THRESHOLD) -> Clusters:
     """Cluster documents whose MinHash signatures estimate a Jaccard of at least ``threshold``.
 
-    Candidates come from datasketch's ``MinHashLSH`` (bands of the signature, so not all
-    pairs are compared; tuned for 0.7 x ``threshold`` so few true pairs are missed); each
-    candidate pair is confirmed on the estimated similarity (the share of equal values).
-    Each cluster keeps its first row (the first ingested).
+    Locality-sensitive hashing with datasketch's ``MinHashLSH`` parameters (bands of the
+    signature, so not all pairs are compared; tuned for 0.7 x ``threshold`` so few true
+    pairs are missed), banded with numpy over the signature matrix: no Python object per
+    document. Identical signatures are joined first; each candidate pair is confirmed on
+    the estimated similarity (the share of equal values). Each cluster keeps its first row
+    (the first ingested).
 
     Args:
         minhashes: ``[N, num_perm]`` uint32 signatures
             (:func:`vlm_lake.curation.text_signals.minhash`), in row order.
         threshold: Least estimated Jaccard similarity, in (0, 1].
     """
-    from datasketch import LeanMinHash, MinHashLSH
-
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold={threshold!r} must be in (0, 1]")
-    signatures = np.asarray(minhashes, dtype=np.uint64)
+    signatures = np.asarray(minhashes, dtype=np.uint32)
     n, num_perm = signatures.shape if signatures.ndim == 2 else (0, 1)
-    # Bands tuned for a lower similarity, weighted against misses: a few more candidates
-    # to confirm, far fewer near-duplicates lost (one word in 40 changed: 0.85).
-    lsh = MinHashLSH(threshold=threshold * 0.7, num_perm=num_perm, weights=(0.2, 0.8))
-    sketches = [LeanMinHash(seed=1, hashvalues=row) for row in signatures]
-    for i, sketch in enumerate(sketches):
-        lsh.insert(i, sketch, check_duplication=False)
     uf = _UnionFind(n)
-    for i, sketch in enumerate(sketches):
-        found = np.array([j for j in lsh.query(sketch) if j > i], dtype=np.int64)
-        if len(found):
-            share = (signatures[found] == signatures[i]).mean(axis=1)
-            close = found[share >= threshold]
-            uf.union_pairs(np.full(len(close), i), close)
+    if n:
+        unique, inverse = np.unique(signatures, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        first = np.full(len(unique), n, np.int64)
+        np.minimum.at(first, inverse, np.arange(n))
+        twin = first[inverse] != np.arange(n)  # the same signature as an earlier row
+        uf.union_pairs(first[inverse][twin], np.flatnonzero(twin))
+        a, b = _band_pairs(unique, *_lsh_bands(threshold, num_perm))
+        close = (unique[a] == unique[b]).mean(axis=1) >= threshold
+        uf.union_pairs(first[a[close]], first[b[close]])
     cluster = uf.roots()  # the root is the lowest row: the first ingested is kept
     _, inverse, counts = np.unique(cluster, return_inverse=True, return_counts=True)
     return Clusters(cluster=cluster, size=counts[inverse])

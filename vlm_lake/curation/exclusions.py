@@ -85,10 +85,6 @@ def apply_signal_rules(
     return excluded
 
 
-def _not_in(ids: list[str], barred: set[str]) -> np.ndarray:
-    return np.fromiter((i not in barred for i in ids), bool, len(ids))
-
-
 # -- images --------------------------------------------------------------------------------
 
 
@@ -129,18 +125,21 @@ def image_links(
         np.minimum.at(best, ua, distance)
         np.minimum.at(best, ub, distance)
         bits[idx] = best[inverse]
-        a_parts += [rep[ua], rep[inverse]]
-        b_parts += [rep[ub], idx]
+        twin = rep[inverse] != idx  # an image whose hash an earlier image has: join them
+        a_parts += [rep[ua], rep[inverse][twin]]
+        b_parts += [rep[ub], idx[twin]]
     cosine = np.zeros(n)
     if policy.duplicate_level("semantic"):
-        position = {k: i for i, k in enumerate(table.column("image_id").to_pylist())}
-        found = [
-            (position[x], position[y], c)
-            for x, y, c in semantic_pairs
-            if x in position and y in position
+        pairs = list(semantic_pairs)
+        ids = table.column("image_id").combine_chunks()
+        ends = [
+            pc.index_in(pa.array([p[k] for p in pairs], pa.string()), value_set=ids) for k in (0, 1)
         ]
-        if found:
-            sa, sb, sc = (np.array(v) for v in zip(*found, strict=True))
+        known = pc.fill_null(pc.and_(pc.is_valid(ends[0]), pc.is_valid(ends[1])), False)
+        known = known.to_numpy(zero_copy_only=False)
+        if known.any():
+            sa, sb = (e.to_numpy(zero_copy_only=False)[known].astype(np.int64) for e in ends)
+            sc = np.array([p[2] for p in pairs], dtype=np.float64)[known]
             np.maximum.at(cosine, sa, sc)
             np.maximum.at(cosine, sb, sc)
             a_parts.append(sa.astype(np.int64))
@@ -153,7 +152,7 @@ def image_exclusions(
     ds: Any,
     policy: CurationPolicy,
     semantic_pairs: Iterable[tuple[str, str, float]] = (),
-) -> tuple[Clusters, list[str]] | None:
+) -> Clusters | None:
     """Add the images ``policy`` excludes from ``ds`` (a version of ``image_lance``).
 
     Args:
@@ -164,53 +163,62 @@ def image_exclusions(
             ``semantic_min_cosine`` (used when it drops semantic duplicates).
 
     Returns:
-        The duplicate clusters and the image ids in their row order, or None when the
-        policy drops no duplicates.
+        The duplicate clusters (in the table's row order), or None when the policy drops
+        no duplicates.
     """
     barred = apply_signal_rules(rows, "image", ds, "image_id", policy.image_rules())
     if not policy.duplicate_level("exact"):
         return None
     columns = ["image_id", "sha256", "width", "height"]
-    table = ds.to_table(
-        columns=columns + (["phash"] if policy.duplicate_level("perceptual") else [])
-    )
-    passed = _not_in(table.column("image_id").to_pylist(), barred)
+    if policy.duplicate_level("perceptual"):
+        columns.append("phash")
+    table = ds.to_table(columns=columns)
+    ids = table.column("image_id").combine_chunks()
+    passed = ~_codes_in(ids, barred)
     links = image_links(table, policy, semantic_pairs)
-    sha = np.asarray(table.column("sha256").to_pylist(), dtype=object)
+    # sha256 as integer codes: no Python string per image
+    sha = pc.dictionary_encode(table.column("sha256").combine_chunks()).indices.to_numpy()
     pixels = pc.multiply(
         table.column("width").cast(pa.int64()), table.column("height").cast(pa.int64())
     ).to_numpy(zero_copy_only=False)
+    del table
     clusters = cluster_images(
         np.zeros(len(sha), np.int64),
-        list(sha),
+        sha,
         pixels,
         threshold=None,
         eligible=passed,
         links=(links.a, links.b),
     )
-    ids = np.asarray(table.column("image_id").to_pylist(), dtype=object)
     dup = clusters.duplicates()
-    _, sha_inverse, sha_counts = np.unique(sha, return_inverse=True, return_counts=True)
-    exact = sha_counts[sha_inverse[dup]] > 1
+    exact = np.bincount(sha)[sha[dup]] > 1
     perceptual = ~exact & (links.phash_bits[dup] <= policy.phash_max_bits)
     semantic = ~exact & ~perceptual
-    details = [
-        f"duplicate of {ids[clusters.cluster[i]]} (cluster of {clusters.size[i]})" for i in dup
-    ]
+    dup_ids = ids.take(pa.array(dup)).to_pylist()
+    kept_ids = ids.take(pa.array(clusters.cluster[dup])).to_pylist()
+    details = np.array(
+        [
+            f"duplicate of {k} (cluster of {n})"
+            for k, n in zip(kept_ids, clusters.size[dup].tolist(), strict=True)
+        ],
+        dtype=object,
+    )
+    dup_ids = np.asarray(dup_ids, dtype=object)
     for rule, mask, values, threshold in (
         ("exact_duplicate", exact, np.zeros(len(dup)), 0.0),
         ("perceptual_duplicate", perceptual, links.phash_bits[dup], policy.phash_max_bits),
         ("semantic_duplicate", semantic, links.cosine[dup], policy.semantic_min_cosine),
     ):
-        rows.add(
-            "image",
-            ids[dup][mask],
-            rule,
-            values[mask],
-            threshold,
-            [d for d, m in zip(details, mask, strict=True) if m],
-        )
-    return clusters, list(ids)
+        rows.add("image", dup_ids[mask], rule, values[mask], threshold, details[mask])
+    return clusters
+
+
+def _codes_in(values: pa.Array, members: set[str]) -> np.ndarray:
+    """Whether each of ``values`` is in ``members`` (vectorized: no Python loop per row)."""
+    if not members:
+        return np.zeros(len(values), bool)
+    hit = pc.is_in(values, value_set=pa.array(sorted(members), pa.string()))
+    return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
 
 
 # -- documents -----------------------------------------------------------------------------
@@ -236,7 +244,7 @@ def text_exclusions(rows: ExclusionRows, ds: Any, policy: CurationPolicy) -> Clu
     if not policy.drop_near_duplicate_texts:
         return None
     table = ds.to_table(columns=["docid", "minhash"])
-    passed = _not_in(table.column("docid").to_pylist(), barred)
+    passed = ~_codes_in(table.column("docid").combine_chunks(), barred)
     minhash = table.column("minhash")
     idx = np.flatnonzero(pc.is_valid(minhash).to_numpy(zero_copy_only=False))
     signatures = (

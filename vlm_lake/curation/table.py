@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from vlm_lake.curation.clusters import Clusters
 from vlm_lake.curation.exclusion_set import POLICY_KEY, TOTALS_KEY
 from vlm_lake.curation.exclusions import ExclusionRows, image_exclusions, text_exclusions
 from vlm_lake.curation.policy import CurationPolicy
@@ -37,8 +36,6 @@ class CurationRun:
         excluded_images: Distinct images excluded.
         excluded_documents: Distinct documents excluded.
         by_rule: Rows per ``kind/rule``.
-        image_clusters: The image duplicate clusters (None when none are dropped).
-        image_ids: The image ids, in the clusters' row order.
     """
 
     version: int
@@ -47,8 +44,6 @@ class CurationRun:
     excluded_images: int
     excluded_documents: int
     by_rule: dict[str, int]
-    image_clusters: Clusters | None
-    image_ids: list[str]
 
 
 def _unchanged_version(
@@ -91,8 +86,7 @@ def build_curation(
     texts = publish.open_published(texts_uri, storage)
     rows = ExclusionRows()
     pairs = semantic_pairs() if semantic_pairs and policy.duplicate_level("semantic") else ()
-    found = image_exclusions(rows, images, policy, pairs)
-    clusters, image_ids = found if found is not None else (None, [])
+    image_exclusions(rows, images, policy, pairs)
     text_exclusions(rows, texts, policy)
     table = rows.table()
     totals = {
@@ -137,6 +131,4 @@ def build_curation(
         distinct["image"],
         distinct["document"],
         dict(by_rule),
-        clusters,
-        image_ids,
     )
