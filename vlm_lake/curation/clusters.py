@@ -12,6 +12,7 @@ all pairs: docs/benchmarks.md#curation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,23 +109,49 @@ def hamming_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.nd
     """
     if not 0 <= threshold < 64:
         raise ValueError(f"threshold={threshold!r} must be 0..63 bits")
-    found: set[tuple[int, int]] = set()
-    for shift, width in _bands(threshold):
-        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        order = np.argsort(keys, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(keys[order]) != 0])
-        sizes = np.diff(np.r_[starts, len(order)])
-        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
-            group = order[start : start + size]
-            i, j = np.triu_indices(len(group), k=1)
-            a, b = group[i], group[j]
-            close = np.bitwise_count(hashes[a] ^ hashes[b]) <= threshold
-            low, high = np.minimum(a, b)[close], np.maximum(a, b)[close]
-            found.update(zip(low.tolist(), high.tolist(), strict=True))
-    if not found:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    pairs = np.array(sorted(found), dtype=np.int64)
-    return pairs[:, 0], pairs[:, 1]
+
+    def close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.bitwise_count(hashes[a] ^ hashes[b]) <= threshold
+
+    parts = [
+        same_key_pairs((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1), close)
+        for shift, width in _bands(threshold)
+    ]
+    return unique_pairs(
+        np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+    )
+
+
+def same_key_pairs(
+    keys: np.ndarray, keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of positions with equal ``keys`` (that ``keep`` accepts), vectorized.
+
+    Sorted by key, the members of a group are consecutive: the pairs at distance ``d`` in
+    that order are found for all groups at once, ``d = 1, 2, ...`` while any group is that
+    large; the work is the number of pairs, with no Python loop per group.
+    """
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    a_parts, b_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    idx, d = np.flatnonzero(ordered[1:] == ordered[:-1]), 1
+    while len(idx):
+        a, b = order[idx], order[idx + d]
+        mask = keep(a, b) if keep is not None else slice(None)
+        a_parts.append(a[mask])
+        b_parts.append(b[mask])
+        d += 1
+        idx = idx[idx + d < len(ordered)]
+        idx = idx[ordered[idx + d] == ordered[idx]]
+    return np.concatenate(a_parts), np.concatenate(b_parts)
+
+
+def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``(min, max)`` of ``a`` and ``b``, each once, sorted."""
+    if not len(a):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
 
 
 def _keep_rank(pixels: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
@@ -200,25 +227,24 @@ def _lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return int(lsh.b), int(lsh.r)
 
 
+def _row_keys(values: np.ndarray) -> np.ndarray:
+    """A 64-bit key per row of ``values`` (equal rows, equal keys; collisions are rare)."""
+    key = np.zeros(len(values), np.uint64)
+    with np.errstate(over="ignore"):
+        for column in values.T:
+            key = key * np.uint64(0x9E3779B97F4A7C15) + column.astype(np.uint64)
+    return key
+
+
 def _band_pairs(signatures: np.ndarray, bands: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i < j)`` of rows equal on at least one band (candidates)."""
-    found: set[tuple[int, int]] = set()
-    for band in range(bands):
-        _, key = np.unique(
-            signatures[:, band * width : (band + 1) * width], axis=0, return_inverse=True
-        )
-        key = key.ravel()
-        order = np.argsort(key, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(key[order]) != 0])
-        sizes = np.diff(np.r_[starts, len(order)])
-        for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
-            group = np.sort(order[start : start + size])
-            i, j = np.triu_indices(size, k=1)
-            found.update(zip(group[i].tolist(), group[j].tolist(), strict=True))
-    if not found:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pairs = np.array(sorted(found), dtype=np.int64)
-    return pairs[:, 0], pairs[:, 1]
+    """Index pairs ``(i < j)`` of rows whose keys agree on at least one band (candidates)."""
+    parts = [
+        same_key_pairs(_row_keys(signatures[:, band * width : (band + 1) * width]))
+        for band in range(bands)
+    ]
+    return unique_pairs(
+        np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+    )
 
 
 def cluster_texts(minhashes: np.ndarray, *, threshold: float = TEXT_THRESHOLD) -> Clusters:
@@ -242,15 +268,18 @@ def cluster_texts(minhashes: np.ndarray, *, threshold: float = TEXT_THRESHOLD) -
     n, num_perm = signatures.shape if signatures.ndim == 2 else (0, 1)
     uf = _UnionFind(n)
     if n:
-        unique, inverse = np.unique(signatures, axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        first = np.full(len(unique), n, np.int64)
+        _, inverse = np.unique(_row_keys(signatures), return_inverse=True)
+        first = np.full(inverse.max() + 1, n, np.int64)
         np.minimum.at(first, inverse, np.arange(n))
-        twin = first[inverse] != np.arange(n)  # the same signature as an earlier row
-        uf.union_pairs(first[inverse][twin], np.flatnonzero(twin))
-        a, b = _band_pairs(unique, *_lsh_bands(threshold, num_perm))
-        close = (unique[a] == unique[b]).mean(axis=1) >= threshold
-        uf.union_pairs(first[a[close]], first[b[close]])
+        # the same signature as an earlier row (checked: a key collision is not a twin)
+        twin = np.flatnonzero(first[inverse] != np.arange(n))
+        twin = twin[(signatures[twin] == signatures[first[inverse[twin]]]).all(axis=1)]
+        uf.union_pairs(first[inverse[twin]], twin)
+        rest = np.setdiff1d(np.arange(n), twin)  # one row per distinct signature
+        a, b = _band_pairs(signatures[rest], *_lsh_bands(threshold, num_perm))
+        a, b = rest[a], rest[b]
+        close = (signatures[a] == signatures[b]).mean(axis=1) >= threshold
+        uf.union_pairs(a[close], b[close])
     cluster = uf.roots()  # the root is the lowest row: the first ingested is kept
     _, inverse, counts = np.unique(cluster, return_inverse=True, return_counts=True)
     return Clusters(cluster=cluster, size=counts[inverse])
