@@ -11,7 +11,7 @@ import pytest
 from test_similarity import _at_cosine, _reference_count, _table
 
 from vlm_lake.checks.features import check_features
-from vlm_lake.features.index_duplicates import index_near_duplicates
+from vlm_lake.features.index_duplicates import index_near_duplicates, index_pairs
 from vlm_lake.features.near_duplicates import near_duplicate_pairs
 from vlm_lake.features.vector_index import ensure_vector_index
 
@@ -66,6 +66,10 @@ def test_spark_tasks_give_the_same_pairs(
         ds, threshold=THRESHOLD, spark=lambda: spark, rows_per_task=100
     )
     assert (on_spark.count, on_spark.examples) == (local.count, local.examples)
+    # the curation's form: every pair itself, the same from Spark tasks
+    pairs = index_pairs(ds, threshold=THRESHOLD)
+    assert len(pairs) == local.count and local.examples[0] in pairs
+    assert index_pairs(ds, threshold=THRESHOLD, spark=lambda: spark, rows_per_task=100) == pairs
 
 
 def test_the_check_uses_the_index_when_there_is_one(

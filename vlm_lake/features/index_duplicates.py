@@ -93,6 +93,24 @@ class FindPairs:
                     )
 
 
+def _plan(
+    ds: Any, threshold: float, storage: dict[str, str] | None, rows_per_task: int
+) -> tuple[FindPairs, int, int]:
+    """The task function, the rows and the number of tasks of one search."""
+    if rows_per_task < 1:
+        raise ValueError(f"rows_per_task={rows_per_task!r} must be a positive number of rows")
+    rows = ds.count_rows()
+    find = FindPairs(
+        ds.uri, ds.version, threshold, dict(storage or {}), rows_per_task=rows_per_task
+    )
+    return find, rows, -(-rows // rows_per_task)
+
+
+def _pair_frame(session: Any, find: FindPairs, units: int) -> Any:
+    """The pairs as a Spark DataFrame: one task per unit of rows."""
+    return session.range(0, units, 1, units).mapInArrow(find, "a string, b string, cosine double")
+
+
 def index_near_duplicates(
     ds: Any,
     *,
@@ -114,20 +132,10 @@ def index_near_duplicates(
         max_examples: Most similar pairs to return.
         rows_per_task: Rows of ``ds`` each Spark task queries for (a positive number).
     """
-    if rows_per_task < 1:
-        raise ValueError(f"rows_per_task={rows_per_task!r} must be a positive number of rows")
     started = time.perf_counter()
-    rows = ds.count_rows()
-    find = FindPairs(
-        ds.uri, ds.version, threshold, dict(storage or {}), rows_per_task=rows_per_task
-    )
-    units = -(-rows // rows_per_task)
+    find, rows, units = _plan(ds, threshold, storage, rows_per_task)
     if spark is not None and units:
-        session = spark()
-        pairs = session.range(0, units, 1, units).mapInArrow(
-            find, "a string, b string, cosine double"
-        )
-        pairs = pairs.distinct().cache()
+        pairs = _pair_frame(spark(), find, units).distinct().cache()
         try:
             count = pairs.count()
             top = pairs.orderBy(pairs.cosine.desc(), "a", "b").limit(max_examples).collect()
@@ -164,17 +172,9 @@ def index_pairs(
     As :func:`index_near_duplicates`, but the pairs themselves come back, one per
     unordered pair: the driver holds the duplicates, not the images.
     """
-    rows = ds.count_rows()
-    find = FindPairs(
-        ds.uri, ds.version, threshold, dict(storage or {}), rows_per_task=rows_per_task
-    )
-    units = -(-rows // rows_per_task)
+    find, rows, units = _plan(ds, threshold, storage, rows_per_task)
     if spark is not None and units:
-        session = spark()
-        frame = session.range(0, units, 1, units).mapInArrow(
-            find, "a string, b string, cosine double"
-        )
-        found = {(r["a"], r["b"]): r["cosine"] for r in frame.collect()}
+        found = {(r["a"], r["b"]): r["cosine"] for r in _pair_frame(spark(), find, units).collect()}
     else:
         found = {(a, b): c for a, b, c in find.pairs(0, rows)}
     return [(a, b, c) for (a, b), c in sorted(found.items())]
