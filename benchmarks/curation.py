@@ -216,4 +216,5 @@ def run(ctx: Context) -> list[Row]:
         ]
         + _cluster_rows()
         + _text_rows()
+        + _scale_rows()
     )
