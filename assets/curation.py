@@ -91,9 +91,8 @@ class CurationConfig(Config):
     )
     drop_near_duplicate_texts: bool | None = Field(
         None,
-        description="Drop documents whose "
-        "MinHash Jaccard estimate with a kept one "
-        f"reaches text_min_jaccard. {_LAKE}",
+        description="Cluster documents whose MinHash Jaccard estimate with another reaches "
+        f"text_min_jaccard and drop all but the first of each cluster. {_LAKE}",
     )
     text_min_jaccard: float | None = Field(
         None,
@@ -157,7 +156,9 @@ def _run_metadata(run: CurationRun, rows: list[dict[str, Any]]) -> dict[str, Any
 @asset(
     automation_condition=FOLLOW_UPSTREAM,
     group_name=GROUP,
-    deps=["image_lance", "text_lance", "image_features"],
+    # image_features is read only for semantic duplicates; not a dependency, so a failed
+    # feature run never holds back the exports of a policy that does not use it
+    deps=["image_lance", "text_lance"],
     kinds={"lance", "python"},
     check_specs=check_specs("curation"),
     description="The curation policy (run config) applied to the published images and texts: "

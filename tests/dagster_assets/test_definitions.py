@@ -34,7 +34,7 @@ def test_assets_and_lineage() -> None:
         "training_json": {"multimodal_lance", "curation"},
         "training_llamafactory": {"multimodal_lance", "curation"},
         "image_features": {"image_lance"},
-        "curation": {"image_lance", "text_lance", "image_features"},
+        "curation": {"image_lance", "text_lance"},
     }
 
 

@@ -168,6 +168,14 @@ def test_policy_values_are_checked() -> None:
         CurationPolicy(image_duplicates="near")
     with pytest.raises(ValueError, match="max_aspect_ratio=0.5"):
         CurationPolicy(max_aspect_ratio=0.5)
+    # int32 columns and a number of bits: whole numbers only (Lance cannot compare 63.5)
+    with pytest.raises(ValueError, match="min_short_side=63.5: must be a whole number"):
+        CurationPolicy(min_short_side=63.5)
+    with pytest.raises(ValueError, match="max_text_length=3000000000"):
+        CurationPolicy(max_text_length=3_000_000_000)
+    with pytest.raises(ValueError, match="phash_max_bits=True"):
+        CurationPolicy(phash_max_bits=True)
+    assert CurationPolicy(min_short_side=64.0).min_short_side == 64
     with pytest.raises(ValueError, match=r"unknown curation policy fields \['min_blurr'\]"):
         CurationPolicy.from_dict({"min_blurr": 3})
     assert not CurationPolicy().excludes_anything and POLICY.excludes_anything
@@ -335,3 +343,39 @@ def test_curation_policy_variable_is_json_or_a_file(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="must hold a JSON object"):
         parse_policy(str(path), read)
+
+
+def test_null_and_high_bit_hashes_keep_every_bit(tmp_path: Path) -> None:
+    """A null phash (signals off) must not turn the column into floats (bits lost)."""
+    from vlm_lake.tables.contracts import IMAGE_SCHEMA
+
+    far = -(2**63) + 0x0FFF_F0FF_FF00  # many bits from the first two
+    # 10 bits apart (as float64 they would round to 1 bit apart), a null, 1 bit apart
+    hashes = [2**62, 2**62 + 1023, None, far, far ^ 1]
+    n = len(hashes)
+    table = pa.table(
+        {
+            "image_id": [f"i{k}" for k in range(n)],
+            "image_data": [b"x"] * n,
+            "source_uri": ["-"] * n,
+            "source_etag": ["-"] * n,
+            "sha256": [f"s{k}" for k in range(n)],
+            "size_bytes": [1] * n,
+            "format": ["jpeg"] * n,
+            "width": [10] * n,
+            "height": [10] * n,
+            "phash": hashes,
+        },
+    )
+    table = table.append_column("blur", pa.array([None] * n, pa.float32())).select(
+        [f.name for f in IMAGE_SCHEMA if f.name in table.column_names + ["blur"]]
+    )
+    images = str(tmp_path / "images.lance")
+    write_published(table, images)
+    texts = str(tmp_path / "texts.lance")
+    write_published(pa.table({"docid": ["d"], "text_length": [1], "minhash": [None]}), texts)
+    uri = str(tmp_path / "curation.lance")
+    build_curation(images, texts, uri, None, CurationPolicy(image_duplicates="perceptual"))
+    rows = lance.dataset(uri).to_table().to_pylist()
+    # only the last two (1 bit apart) are duplicates; i0 and i1 are 10 bits apart
+    assert [(r["id"], r["rule"], r["value"]) for r in rows] == [("i4", "perceptual_duplicate", 1.0)]

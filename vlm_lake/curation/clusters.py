@@ -180,8 +180,9 @@ def cluster_images(
         pixels: Each image's width x height.
         threshold: Largest phash Hamming distance of perceptual duplicates; None clusters
             exact duplicates only.
-        eligible: Images that may be kept (others are kept only in a cluster of such
-            images), for example those passing the policy's signal rules; None: all.
+        eligible: Images to prefer as the kept one (another is kept only in a cluster with
+            no eligible image), for example those passing the policy's signal rules;
+            None: all.
         links: More pairs of image indices to join (semantic duplicates).
 
     Returns:
@@ -236,10 +237,16 @@ def _row_keys(values: np.ndarray) -> np.ndarray:
     return key
 
 
-def _band_pairs(signatures: np.ndarray, bands: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i < j)`` of rows whose keys agree on at least one band (candidates)."""
+def _band_pairs(
+    signatures: np.ndarray, bands: int, width: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i < j)`` agreeing on a band's key, confirmed as they are found."""
+
+    def close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (signatures[a] == signatures[b]).mean(axis=1) >= threshold
+
     parts = [
-        same_key_pairs(_row_keys(signatures[:, band * width : (band + 1) * width]))
+        same_key_pairs(_row_keys(signatures[:, band * width : (band + 1) * width]), close)
         for band in range(bands)
     ]
     return unique_pairs(
@@ -276,10 +283,8 @@ def cluster_texts(minhashes: np.ndarray, *, threshold: float = TEXT_THRESHOLD) -
         twin = twin[(signatures[twin] == signatures[first[inverse[twin]]]).all(axis=1)]
         uf.union_pairs(first[inverse[twin]], twin)
         rest = np.setdiff1d(np.arange(n), twin)  # one row per distinct signature
-        a, b = _band_pairs(signatures[rest], *_lsh_bands(threshold, num_perm))
-        a, b = rest[a], rest[b]
-        close = (signatures[a] == signatures[b]).mean(axis=1) >= threshold
-        uf.union_pairs(a[close], b[close])
+        a, b = _band_pairs(signatures[rest], *_lsh_bands(threshold, num_perm), threshold)
+        uf.union_pairs(rest[a], rest[b])
     cluster = uf.roots()  # the root is the lowest row: the first ingested is kept
     _, inverse, counts = np.unique(cluster, return_inverse=True, return_counts=True)
     return Clusters(cluster=cluster, size=counts[inverse])

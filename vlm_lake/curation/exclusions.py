@@ -6,7 +6,9 @@ training data without a reason. Signal rules are applied first; duplicate cluste
 keep a member that passes them (the largest resolution, then the first ingested, for
 images; the first ingested for documents). A duplicate's value is its distance to the
 nearest other member of its cluster (0 for identical bytes, phash bits, the feature cosine,
-the estimated Jaccard similarity), so it always meets the threshold it is shown with.
+the estimated Jaccard similarity), so it meets the threshold it is shown with (a text
+cluster of more than :data:`PAIRWISE_CLUSTER_LIMIT` documents shows the share with its
+kept document instead, which a long chain of near-duplicates can put under it).
 
 Runs on the driver over the signal columns (about 100 bytes per image or document); see
 docs/curation.md ("Policy") for the scale this holds to.
@@ -112,9 +114,10 @@ def image_links(
     a_parts, b_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     bits = np.full(n, 64, np.int64)
     if policy.duplicate_level("perceptual"):
-        phash = table.column("phash")
+        phash = table.column("phash").combine_chunks()
         idx = np.flatnonzero(pc.is_valid(phash).to_numpy(zero_copy_only=False))
-        values = phash.to_numpy(zero_copy_only=False)[idx].astype(np.int64).astype(np.uint64)
+        # nulls dropped in Arrow: a column with nulls would go through float64 and lose bits
+        values = pc.drop_null(phash).to_numpy().astype(np.int64).view(np.uint64)
         unique, inverse = np.unique(values, return_inverse=True)
         ua, ub = hamming_pairs(unique, policy.phash_max_bits)
         rep = np.full(len(unique), -1, np.int64)
@@ -244,27 +247,25 @@ def text_exclusions(rows: ExclusionRows, ds: Any, policy: CurationPolicy) -> Clu
     if not policy.drop_near_duplicate_texts:
         return None
     table = ds.to_table(columns=["docid", "minhash"])
-    passed = ~_codes_in(table.column("docid").combine_chunks(), barred)
-    minhash = table.column("minhash")
-    idx = np.flatnonzero(pc.is_valid(minhash).to_numpy(zero_copy_only=False))
-    signatures = (
-        np.stack(minhash.take(pa.array(idx)).to_numpy(zero_copy_only=False))
-        if len(idx)
-        else np.zeros((0, 64), np.uint32)
-    )
+    table = table.filter(pc.is_valid(table.column("minhash")))  # rows written without signals
+    docids = table.column("docid").combine_chunks()
+    passed = ~_codes_in(docids, barred)
+    minhash = table.column("minhash").combine_chunks()
+    signatures = minhash.flatten().to_numpy().reshape(len(minhash), minhash.type.list_size)
     clusters = cluster_texts(signatures, threshold=policy.text_min_jaccard)
-    clusters = clusters.keep_first_eligible(passed[idx])
-    ids = np.asarray(table.column("docid").to_pylist(), dtype=object)[idx]
-    for group in clusters.groups():
+    clusters = clusters.keep_first_eligible(passed)
+    for group in clusters.groups():  # Python strings only for the clusters' members
         kept = int(clusters.cluster[group[0]])
         share = _closest_share(signatures, group, kept)
         others = group != kept
+        names = docids.take(pa.array(group, pa.int64())).to_pylist()
+        kept_name = names[int(np.flatnonzero(~others)[0])]
         rows.add(
             "document",
-            ids[group[others]],
+            [n for n, o in zip(names, others, strict=True) if o],
             "near_duplicate_text",
             share[others],
             policy.text_min_jaccard,
-            [f"near-duplicate of {ids[kept]} (cluster of {len(group)})"] * int(others.sum()),
+            [f"near-duplicate of {kept_name} (cluster of {len(group)})"] * int(others.sum()),
         )
     return clusters

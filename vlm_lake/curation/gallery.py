@@ -69,7 +69,7 @@ def image_bytes(ds: Any, ids: Sequence[str]) -> dict[str, bytes]:
 
 
 def _cell(caption: str, data: bytes | None) -> str:
-    label = caption.replace("|", "/")
+    label = caption.replace("|", "/").replace("[", "(").replace("]", ")")  # markdown-safe
     if data is None:
         return f"(no thumbnail) {label}"
     uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")

@@ -61,6 +61,8 @@ IMAGE_RULES: dict[str, tuple[str, bool]] = {
     "min_short_side": ("short_side", True),
     "max_aspect_ratio": ("aspect_ratio", False),
 }
+#: Fields that must be whole numbers (int32 columns, a number of bits).
+INTEGER_FIELDS = ("min_short_side", "min_text_length", "max_text_length", "phash_max_bits")
 #: ``field -> (column, below)`` for the text signal rules.
 TEXT_RULES: dict[str, tuple[str, bool]] = {
     "min_text_length": ("text_length", True),
@@ -89,8 +91,9 @@ class CurationPolicy:
             one image.
         phash_max_bits: Largest phash distance of perceptual duplicates (0..32).
         semantic_min_cosine: Least feature cosine of semantic duplicates, in (0, 1].
-        drop_near_duplicate_texts: Drop documents whose MinHash estimates a Jaccard
-            similarity of at least ``text_min_jaccard`` with a kept one.
+        drop_near_duplicate_texts: Cluster documents whose MinHash estimates a Jaccard
+            similarity of at least ``text_min_jaccard`` with another (single linkage) and
+            drop all but the first of each cluster.
         text_min_jaccard: Least estimated Jaccard similarity of near-duplicate texts.
         max_excluded_share: An export whose excluded documents, or excluded images among
             those the documents name, exceed this share is not published (a blocking check).
@@ -114,6 +117,14 @@ class CurationPolicy:
     max_excluded_share: float = 0.5
 
     def __post_init__(self) -> None:
+        for name in INTEGER_FIELDS:  # compared with int32 columns, or a count of bands
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not float(value).is_integer() or abs(value) >= 2**31
+            ):
+                raise ValueError(f"{name}={value!r}: must be a whole number below 2**31, or None")
+            if value is not None:
+                object.__setattr__(self, name, int(value))
         for name in (*IMAGE_RULES, *TEXT_RULES):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):

@@ -344,8 +344,9 @@ class VLMDataset(Dataset[Sample]):
         (read,) = manifest["tables"]
         open_read(read, storage_options)
         settings = {**manifest["dataset"], **overrides}
-        if settings.get("curation_version") is None:  # no curation applied, or none published
+        if settings.get("curation_version") is None:  # none was published: none applied
             settings.pop("curation_version", None)
+            settings["curation_uri"] = None
         return cls(read["uri"], storage_options, version=int(read["version"]), **settings)
 
     @staticmethod

@@ -135,6 +135,8 @@ def _fix_heads(
     another name; a later export that needs the plain form again gets it back.
     """
     shards = list(shards)
+    if write.fmt.head == write.fmt.separator:  # JSON Lines: every shard frames alike
+        return shards
     filled = [i for i, s in enumerate(shards) if s.records]
     for i in filled[1:] if filled and filled[0] == 0 else filled:
         want_head = i == filled[0]
@@ -227,8 +229,8 @@ def export_sharded(
     return ShardedExport(
         candidate,
         manifest,
-        len(written),
-        len(shards) - len(written),
+        sum(s.name in written for s in shards),
+        sum(s.name not in written for s in shards),
         frozenset(written),
         chosen,
         assembly,

@@ -5,11 +5,15 @@ holds the records of a run of rows of one ``multimodal_lance`` fragment, each pr
 its separator: ``[\n`` before the very first record of the file (the *head* shard),
 ``,\n`` before every other. So the file is the shards concatenated in fragment order, then
 ``\n]\n`` (:mod:`vlm_lake.training.assemble`), byte for byte what the single-stream export
-writes (:func:`vlm_lake.training.export_json.export_training_json`).
+writes (:func:`vlm_lake.training.export_json.export_training_json`) when the curation
+excludes nothing. Excluded documents get no record and excluded images are left out of
+theirs; when every document of the first shards is excluded, the first shard with records
+is written in its head form (:mod:`vlm_lake.training.sharded_export`).
 
 A shard's name is the digest of everything its bytes depend on: the fragment's metadata
 (data files and deletion file, which Lance never rewrites in place), the row range, the
-head flag, the columns and :data:`SHARD_FORMAT`. An unchanged fragment therefore keeps its
+head flag, the columns, :data:`SHARD_FORMAT` and, when the curation excludes anything,
+the digest of its exclusions. An unchanged fragment therefore keeps its
 shard's name from one export to the next, and an incremental export rewrites only the
 shards whose names are new (docs/scale.md, "Export at scale").
 """
@@ -106,7 +110,7 @@ class ShardInfo:
         name: Content name (the file is ``<shards root>/<name>.jsonpart``).
         fragment_id: Source fragment.
         offset: First live row of the fragment.
-        records: Records (one per row).
+        records: Records (one per row the curation did not exclude).
         images: Hex-encoded images in the records.
         bytes: Size of the shard file.
         sha256: Digest of the shard file.
