@@ -187,15 +187,6 @@ def curation(
         policy,
         _semantic_pairs(lake, object_store, spark, policy),
     )
-    context.log.info(
-        f"curation: {run.excluded_images} of {run.totals['images']} images and "
-        f"{run.excluded_documents} of {run.totals['documents']} documents excluded"
-        + (
-            f" ({', '.join(f'{k} {v}' for k, v in sorted(run.by_rule.items()))})"
-            if run.by_rule
-            else " (the policy sets no rule)"
-        )
-    )
     images = publish.open_published(layout.images, storage)
     texts = publish.open_published(layout.texts, storage)
     rows = exclusion_rows(layout.curation, storage, run.version).to_pylist()
