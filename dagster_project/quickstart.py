@@ -168,9 +168,12 @@ def _summary(
 
     from torch.utils.data import DataLoader
 
+    from vlm_lake.curation.policy import CurationPolicy
     from vlm_lake.training.dataset import VLMDataset
 
-    dataset = VLMDataset(layout.multimodal, store.storage_options(layout.multimodal))
+    dataset = VLMDataset(
+        layout.multimodal, store.storage_options(layout.multimodal), curation_uri=layout.curation
+    )
     texts, images = next(iter(DataLoader(dataset, batch_size=8)))
     present = (images.flatten(2).abs().sum(-1) > 0).int().tolist()
     _out()
@@ -186,11 +189,13 @@ def _summary(
         f"{features['vector_index'].value}"
     )
     curation = written["curation"]
+    hint = ""
+    if curation["policy"].value == CurationPolicy().to_dict():
+        hint = " (the default sets no rule; docs/curation.md shows how to set one)"
     _out()
     _out(
         f"curation: {curation['images_excluded'].value} images and "
-        f"{curation['documents_excluded'].value} documents excluded by the policy (the default "
-        "sets no rule; docs/curation.md shows how to set one)"
+        f"{curation['documents_excluded'].value} documents excluded by the policy{hint}"
     )
 
 
