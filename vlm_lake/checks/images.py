@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -108,18 +109,23 @@ def _perceptual_duplicates(ds: Any) -> CheckOutcome:
     table = ds.to_table(
         columns=["image_id", "phash", "sha256", "width", "height"], filter="phash IS NOT NULL"
     )
-    ids = table.column("image_id").to_pylist()
+    ids = table.column("image_id").combine_chunks()
     pixels = pc.multiply(
         table.column("width").cast(pa.int64()), table.column("height").cast(pa.int64())
     )
     clusters = cluster_images(
-        table.column("phash").to_numpy(),
-        table.column("sha256").to_pylist(),
+        table.column("phash").combine_chunks().to_numpy(),
+        # sha256 as integer codes: no Python string per image
+        pc.dictionary_encode(table.column("sha256").combine_chunks()).indices.to_numpy(),
         pixels.to_numpy(),
     )
     groups = clusters.groups()
+
+    def name(members: np.ndarray) -> list[str]:
+        return ids.take(pa.array(members, pa.int64())).to_pylist()
+
     examples = [
-        {"kept": ids[g[0]], "duplicates": [ids[i] for i in g[1:MAX_EXAMPLES]], "size": len(g)}
+        {"kept": name(g[:1])[0], "duplicates": name(g[1:MAX_EXAMPLES]), "size": len(g)}
         for g in groups[:MAX_EXAMPLES]
     ]
     return PERCEPTUAL_DUPLICATES.outcome(

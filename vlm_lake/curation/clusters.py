@@ -12,7 +12,7 @@ all pairs: docs/benchmarks.md#curation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,7 +165,7 @@ def _keep_rank(pixels: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
 
 def cluster_images(
     phash: np.ndarray,
-    sha256: list[str],
+    sha256: Sequence[str] | np.ndarray,
     pixels: np.ndarray,
     *,
     threshold: int | None = PHASH_THRESHOLD,
@@ -176,7 +176,8 @@ def cluster_images(
 
     Args:
         phash: Each image's 64-bit perceptual hash (int64 or uint64), in row order.
-        sha256: Each image's content digest.
+        sha256: Each image's content digest, or any key equal exactly for equal digests
+            (integer codes save a Python string per image).
         pixels: Each image's width x height.
         threshold: Largest phash Hamming distance of perceptual duplicates; None clusters
             exact duplicates only.
