@@ -379,3 +379,55 @@ def test_null_and_high_bit_hashes_keep_every_bit(tmp_path: Path) -> None:
     rows = lance.dataset(uri).to_table().to_pylist()
     # only the last two (1 bit apart) are duplicates; i0 and i1 are 10 bits apart
     assert [(r["id"], r["rule"], r["value"]) for r in rows] == [("i4", "perceptual_duplicate", 1.0)]
+
+
+def test_new_exclusions_rewrite_only_the_shards_whose_rows_they_touch(
+    lake: dict[str, str], tmp_path: Path
+) -> None:
+    from vlm_lake.curation.exclusion_set import Exclusions
+
+    store = ObjectStore()
+    out = str(tmp_path / "training_data.json")
+
+    def export(documents: set[str], images: set[str], digest: str) -> Any:
+        drop = Exclusions(frozenset(images), frozenset(documents), digest, version=1)
+        return export_sharded(
+            store, lake["multimodal"], out, engine="local", target_bytes=1, exclusions=drop
+        )
+
+    first = export({"short"}, set(), "a")
+    assert (first.written, first.reused) == (4, 0)  # one document per shard
+    # one more excluded image, named by the grey document only: its shard alone is new
+    second = export({"short"}, {"flat_grey"}, "b")
+    assert (second.written, second.reused) == (1, 3)
+    records = json.loads(Path(second.candidate).read_text())
+    assert [len(r["input"]) for r in records] == [2, 1, 0]  # caption, caption_again, grey
+    # an exclusion no row has changes nothing
+    third = export({"short", "no-such-doc"}, {"flat_grey", "no-such-image"}, "c")
+    assert (third.written, third.reused) == (0, 4)
+    assert Path(third.candidate).read_bytes() == Path(second.candidate).read_bytes()
+
+
+def test_spark_tasks_apply_the_exclusions_alike(
+    spark: Any, lake: dict[str, str], tmp_path: Path
+) -> None:
+    from vlm_lake.curation.exclusion_set import Exclusions
+
+    store = ObjectStore()
+    drop = Exclusions(frozenset({"flat_grey"}), frozenset({"caption"}), "x", version=1)
+    outs = {}
+    for engine in ("local", "spark"):
+        out = str(tmp_path / engine / "training_data.json")
+        run = export_sharded(
+            store,
+            lake["multimodal"],
+            out,
+            spark=lambda: spark,
+            engine=engine,
+            target_bytes=1,
+            exclusions=drop,
+        )
+        assert run.engine == engine and (run.written, run.reused) == (4, 0)
+        outs[engine] = Path(run.candidate).read_bytes()
+    assert outs["spark"] == outs["local"]
+    assert [r["instruction"] for r in json.loads(outs["spark"])][0] == TEXTS[1]["text"]

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlm_lake.curation.exclusion_set import NO_EXCLUSIONS, Exclusions
@@ -24,7 +24,7 @@ from vlm_lake.spark.engine import use_spark
 from vlm_lake.spark.unit_job import map_units
 from vlm_lake.store.object_store import ObjectStore
 from vlm_lake.store.settings import StoreSettings
-from vlm_lake.tables import publish
+from vlm_lake.tables import lance_io, publish
 from vlm_lake.training.assemble import AssemblyReport, assemble
 from vlm_lake.training.export_json import promote, staging_uri
 from vlm_lake.training.manifest import ExportManifest, manifest_uri, read_manifest, shards_root
@@ -35,9 +35,11 @@ from vlm_lake.training.shards import (
     RecordFormat,
     ShardInfo,
     ShardUnit,
+    exclusion_digest,
     plan_shards,
     shard_files,
     shard_uri,
+    with_exclusions,
     write_shard,
 )
 from vlm_lake.util.parallel import bounded_parallel_map
@@ -75,7 +77,13 @@ class ShardedExport:
 
 @dataclass(frozen=True)
 class _WriteShard:
-    """Picklable: write one shard in whichever process runs it; its manifest entry."""
+    """Picklable: write (or, with exclusions, find) one shard wherever it runs.
+
+    Without exclusions the driver already knows which shards to reuse, and every call
+    writes. With exclusions a shard's name depends on the excluded ids among its rows, so
+    the task reads the range's ids, names the shard, and writes it only when no earlier
+    export has a shard of that name (``reusable``).
+    """
 
     settings: StoreSettings | None
     multimodal_uri: str
@@ -83,13 +91,26 @@ class _WriteShard:
     root: str
     fmt: RecordFormat
     exclusions: Exclusions = NO_EXCLUSIONS
+    reusable: dict[str, dict[str, Any]] = field(default_factory=dict)
+    either_head: bool = True  # may reuse the unit's head form (the first pass does)
 
     def __call__(self, unit: ShardUnit) -> dict[str, Any]:
         store = ObjectStore(self.settings)
+        if self.exclusions:
+            storage = store.storage_options(self.multimodal_uri)
+            ds = lance_io.open_dataset(self.multimodal_uri, storage, self.version)
+            digest = exclusion_digest(ds, unit, self.exclusions)
+            forms = [unit]
+            if self.either_head and not unit.head:
+                forms.append(replace(unit, head=True, name=_head_name(unit)))
+            for form in (with_exclusions(f, digest) for f in forms):
+                if form.name in self.reusable:
+                    return {"info": self.reusable[form.name], "written": False}
+            unit = with_exclusions(unit, digest)
         info = write_shard(
             store, self.multimodal_uri, self.version, unit, self.root, self.fmt, self.exclusions
         )
-        return info.to_dict()
+        return {"info": info.to_dict(), "written": True}
 
 
 def _reusable(store: ObjectStore, out_uri: str, fmt: RecordFormat) -> dict[str, ShardInfo]:
@@ -109,11 +130,16 @@ def _reusable(store: ObjectStore, out_uri: str, fmt: RecordFormat) -> dict[str, 
     }
 
 
-def _write_shards(spark: Any, todo: list[ShardUnit], write: _WriteShard) -> list[ShardInfo]:
+def _write_shards(
+    spark: Any, todo: list[ShardUnit], write: _WriteShard
+) -> list[tuple[ShardInfo, bool]]:
+    """Each unit's shard and whether this run wrote it, in the units' order."""
     if spark is not None:
-        return [ShardInfo(**r) for r in map_units(spark, write, todo)]
-    workers = max(1, min(len(todo), os.cpu_count() or 1))
-    return [ShardInfo(**r) for r in bounded_parallel_map(write, todo, workers=workers)]
+        results = map_units(spark, write, todo)
+    else:
+        workers = max(1, min(len(todo), os.cpu_count() or 1))
+        results = list(bounded_parallel_map(write, todo, workers=workers))
+    return [(ShardInfo(**r["info"]), bool(r["written"])) for r in results]
 
 
 def _head_name(unit: ShardUnit) -> str:
@@ -144,10 +170,13 @@ def _fix_heads(
             continue
         unit = units[i]
         name = _head_name(unit) if want_head else unit.name
-        info = reusable.get(name)
+        # without exclusions the driver knows the name; with them the task looks it up
+        info = None if write.exclusions else reusable.get(name)
         if info is None:
-            info = ShardInfo(**write(replace(unit, head=want_head, name=name)))
-            written[name] = info
+            result = replace(write, either_head=False)(replace(unit, head=want_head, name=name))
+            info = ShardInfo(**result["info"])
+            if result["written"]:
+                written[info.name] = info
         shards[i] = info
     return shards
 
@@ -190,23 +219,31 @@ def export_sharded(
     started = time.perf_counter()
     storage = store.storage_options(multimodal_uri)
     ds = publish.open_version(multimodal_uri, storage, version)
-    units = plan_shards(ds, target_bytes, fmt, exclusions.digest)
+    units = plan_shards(ds, target_bytes, fmt)
     reusable = _reusable(store, out_uri, fmt)
-    todo = [u for u in units if u.name not in reusable and _head_name(u) not in reusable]
+    if exclusions:  # names depend on the rows' exclusions: every unit is a (cheap) task
+        todo = units
+    else:
+        todo = [u for u in units if u.name not in reusable and _head_name(u) not in reusable]
     chosen = _engine(engine, spark, len(todo))
     log.info(
-        "training export of version %d: %d shards, %d to write (%s), %d reused",
+        "training export of version %d: %d shards, %d to %s (%s)",
         ds.version,
         len(units),
         len(todo),
+        "check against the exclusions" if exclusions else "write",
         chosen,
-        len(units) - len(todo),
     )
     root = shards_root(out_uri)
-    write = _WriteShard(store.settings, multimodal_uri, ds.version, root, fmt, exclusions)
+    known = {k: v.to_dict() for k, v in reusable.items()} if exclusions else {}
+    write = _WriteShard(store.settings, multimodal_uri, ds.version, root, fmt, exclusions, known)
     session = spark() if chosen == "spark" and spark else None
-    written = {s.name: s for s in _write_shards(session, todo, write)}
-    shards = [written.get(u.name) or reusable.get(u.name) or reusable[_head_name(u)] for u in units]
+    done = dict(zip((u.name for u in todo), _write_shards(session, todo, write), strict=True))
+    written = {info.name: info for info, fresh in done.values() if fresh}
+    shards = [
+        done[u.name][0] if u.name in done else reusable.get(u.name) or reusable[_head_name(u)]
+        for u in units
+    ]
     shards = _fix_heads(shards, units, reusable, write, written)
     candidate = staging_uri(out_uri)
     filled = [s for s in shards if s.bytes]  # a shard whose documents were all left out is empty

@@ -12,8 +12,9 @@ is written in its head form (:mod:`vlm_lake.training.sharded_export`).
 
 A shard's name is the digest of everything its bytes depend on: the fragment's metadata
 (data files and deletion file, which Lance never rewrites in place), the row range, the
-head flag, the columns, :data:`SHARD_FORMAT` and, when the curation excludes anything,
-the digest of its exclusions. An unchanged fragment therefore keeps its
+head flag, the columns, :data:`SHARD_FORMAT` and, when the curation excludes rows of its
+range, the digest of those exclusions (:func:`exclusion_digest`: only the shards whose
+rows a change of exclusions touches get new names). An unchanged fragment therefore keeps its
 shard's name from one export to the next, and an incremental export rewrites only the
 shards whose names are new (docs/scale.md, "Export at scale").
 """
@@ -24,7 +25,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -184,7 +185,6 @@ def _name(
     head: bool,
     columns: list[str],
     fmt: str,
-    exclusions: str,
 ) -> str:
     identity = {
         "format": fmt,
@@ -194,16 +194,11 @@ def _name(
         "head": head,
         "columns": columns,
     }
-    if exclusions:  # absent without exclusions: the names of earlier exports still hold
-        identity["exclusions"] = exclusions
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def plan_shards(
-    ds: Any,
-    target_bytes: int = SHARD_TARGET_BYTES,
-    fmt: RecordFormat = ALPACA,
-    exclusions: str = "",
+    ds: Any, target_bytes: int = SHARD_TARGET_BYTES, fmt: RecordFormat = ALPACA
 ) -> list[ShardUnit]:
     """The shards of one version of ``multimodal_lance``, in file order.
 
@@ -214,7 +209,6 @@ def plan_shards(
         ds: The dataset, pinned to the version being exported.
         target_bytes: About how many bytes of JSON one shard holds (a positive number).
         fmt: The record format (part of every shard's name).
-        exclusions: Digest of the curation exclusions applied (part of every name).
     """
     if target_bytes < 1:
         raise ValueError(f"target_bytes={target_bytes!r} must be a positive number of bytes")
@@ -227,9 +221,38 @@ def plan_shards(
         for offset in range(0, live, step):
             rows = min(step, live - offset)
             head = not units
-            name = _name(meta, offset, rows, head, columns, fmt.name, exclusions)
+            name = _name(meta, offset, rows, head, columns, fmt.name)
             units.append(ShardUnit(fragment.fragment_id, offset, rows, head, name))
     return units
+
+
+def exclusion_digest(ds: Any, unit: ShardUnit, exclusions: Exclusions) -> str:
+    """Digest of the exclusions that touch the rows of ``unit`` ("" when none does).
+
+    Reads the range's ``docid`` and image id columns only (tens of bytes per row).
+    """
+    fragment = ds.get_fragment(unit.fragment_id)
+    columns = ["docid", *image_id_columns(ds.schema)]
+    hits: set[str] = set()
+    stop = unit.offset + unit.rows
+    for batch in reads.read_ranges(fragment, columns, start=unit.offset, stop=stop):
+        for name in columns:
+            wanted = exclusions.documents if name == "docid" else exclusions.images
+            if wanted:
+                kind = "d" if name == "docid" else "i"
+                values = batch.column(name).to_pylist()
+                hits.update(f"{kind}\0{v}" for v in values if v in wanted)
+    if not hits:
+        return ""
+    return hashlib.sha256("\n".join(sorted(hits)).encode()).hexdigest()[:32]
+
+
+def with_exclusions(unit: ShardUnit, digest: str) -> ShardUnit:
+    """``unit`` named for the exclusions that touch it (unchanged when none does)."""
+    if not digest:
+        return unit
+    name = hashlib.sha256(f"{unit.name}/exclusions/{digest}".encode()).hexdigest()[:32]
+    return replace(unit, name=name)
 
 
 def _records(
