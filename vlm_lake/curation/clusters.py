@@ -154,6 +154,34 @@ def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
 
 
+def perceptual_links(
+    hashes: np.ndarray, threshold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs joining images whose hashes are within ``threshold`` bits, and distances.
+
+    Args:
+        hashes: 64-bit hashes (uint64), one per image, repeats allowed.
+        threshold: Largest Hamming distance (0..63).
+
+    Returns:
+        ``(a, b, bits)``: index pairs that join every image to the others within the
+        threshold (close distinct hashes' first holders, and each later holder of a hash to
+        its first), and each image's least distance to another image (64: none close).
+    """
+    unique, inverse = np.unique(hashes, return_inverse=True)
+    inverse = inverse.ravel()
+    ua, ub = hamming_pairs(unique, threshold)
+    first = np.full(len(unique), -1, np.int64)  # the first image holding each hash
+    first[inverse[::-1]] = np.arange(len(hashes))[::-1]
+    distance = np.bitwise_count(unique[ua] ^ unique[ub]).astype(np.int64)
+    best = np.where(np.bincount(inverse, minlength=len(unique)) > 1, 0, 64)
+    np.minimum.at(best, ua, distance)
+    np.minimum.at(best, ub, distance)
+    twin = np.flatnonzero(first[inverse] != np.arange(len(hashes)))
+    a = np.concatenate([first[ua], first[inverse[twin]]])
+    return a, np.concatenate([first[ub], twin]), best[inverse]
+
+
 def _keep_rank(pixels: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
     """Rank of each image for keeping: eligible first, larger resolution, lower position."""
     barred = np.zeros(len(pixels), bool) if eligible is None else ~np.asarray(eligible, bool)
@@ -193,22 +221,15 @@ def cluster_images(
     rank = _keep_rank(np.asarray(pixels, dtype=np.int64), eligible)
     by_rank = np.argsort(rank)  # image index of each rank
     uf = _UnionFind(n)  # over ranks: a cluster's root is its best-ranked image
-    _, first = np.unique(np.asarray(sha256), return_inverse=True)
-    same_key = [first]
     if threshold is not None:
-        unique, inverse = np.unique(np.asarray(phash).astype(np.uint64), return_inverse=True)
-        a, b = hamming_pairs(unique, threshold)
-        same_key.append(inverse)
-        # representatives of each distinct hash, linked when their hashes are close
-        rep = np.full(len(unique), -1, dtype=np.int64)
-        rep[inverse[::-1]] = np.arange(n)[::-1]
-        uf.union_pairs(rank[rep[a]], rank[rep[b]])
+        a, b, _ = perceptual_links(np.asarray(phash).astype(np.uint64), threshold)
+        uf.union_pairs(rank[a], rank[b])
     if links is not None:
         uf.union_pairs(rank[np.asarray(links[0])], rank[np.asarray(links[1])])
-    for groups in same_key:  # images sharing a sha256 (or a phash) are one cluster
-        order = np.argsort(groups, kind="stable")
-        same = groups[order][1:] == groups[order][:-1]
-        uf.union_pairs(rank[order[:-1][same]], rank[order[1:][same]])
+    _, groups = np.unique(np.asarray(sha256), return_inverse=True)
+    order = np.argsort(groups, kind="stable")  # images sharing a sha256 are one cluster
+    same = groups[order][1:] == groups[order][:-1]
+    uf.union_pairs(rank[order[:-1][same]], rank[order[1:][same]])
     roots = uf.roots()  # root rank per rank
     cluster = by_rank[roots[rank]]
     _, inverse, counts = np.unique(cluster, return_inverse=True, return_counts=True)

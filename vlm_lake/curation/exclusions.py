@@ -25,7 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vlm_lake.curation.clusters import Clusters, cluster_images, cluster_texts, hamming_pairs
+from vlm_lake.curation.clusters import (
+    Clusters,
+    cluster_images,
+    cluster_texts,
+    perceptual_links,
+)
 from vlm_lake.curation.policy import CurationPolicy, SignalRule
 from vlm_lake.tables.contracts import CURATION_SCHEMA
 
@@ -118,19 +123,9 @@ def image_links(
         idx = np.flatnonzero(pc.is_valid(phash).to_numpy(zero_copy_only=False))
         # nulls dropped in Arrow: a column with nulls would go through float64 and lose bits
         values = pc.drop_null(phash).to_numpy().astype(np.int64).view(np.uint64)
-        unique, inverse = np.unique(values, return_inverse=True)
-        ua, ub = hamming_pairs(unique, policy.phash_max_bits)
-        rep = np.full(len(unique), -1, np.int64)
-        rep[inverse[::-1]] = idx[::-1]
-        same = np.bincount(inverse, minlength=len(unique)) > 1
-        distance = np.bitwise_count(unique[ua] ^ unique[ub]).astype(np.int64)
-        best = np.where(same, 0, 64)
-        np.minimum.at(best, ua, distance)
-        np.minimum.at(best, ub, distance)
-        bits[idx] = best[inverse]
-        twin = rep[inverse] != idx  # an image whose hash an earlier image has: join them
-        a_parts += [rep[ua], rep[inverse][twin]]
-        b_parts += [rep[ub], idx[twin]]
+        a, b, bits[idx] = perceptual_links(values, policy.phash_max_bits)
+        a_parts.append(idx[a])
+        b_parts.append(idx[b])
     cosine = np.zeros(n)
     if policy.duplicate_level("semantic"):
         pairs = list(semantic_pairs)
