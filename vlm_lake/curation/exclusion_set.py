@@ -40,8 +40,8 @@ class Exclusions:
     Attributes:
         images: Excluded image ids (left out of every record that names them).
         documents: Excluded docids (no record at all).
-        digest: Digest of both sets ("" when both are empty): part of each shard's name, so
-            a change of exclusions rewrites the shards.
+        digest: Digest of both sets ("" when both are empty), recorded in the export
+            manifests (each shard's name holds the digest of its own rows' exclusions).
         max_excluded_share: The policy's limit, for the exports' blocking check.
         version: The curation version (None: no curation table published).
     """

@@ -10,8 +10,9 @@ the estimated Jaccard similarity), so it meets the threshold it is shown with (a
 cluster of more than :data:`PAIRWISE_CLUSTER_LIMIT` documents shows the share with its
 kept document instead, which a long chain of near-duplicates can put under it).
 
-Runs on the driver over the signal columns (about 100 bytes per image or document); see
-docs/curation.md ("Policy") for the scale this holds to.
+Signal rules are Lance filtered scans (memory: the exclusions); the duplicate steps run on
+the driver over Arrow columns (about 250 bytes per image, 1 KB per document); see
+docs/curation.md ("Scale").
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vlm_lake.curation.clusters import (
-    Clusters,
     cluster_images,
     cluster_texts,
     perceptual_links,
@@ -150,7 +150,7 @@ def image_exclusions(
     ds: Any,
     policy: CurationPolicy,
     semantic_pairs: Iterable[tuple[str, str, float]] = (),
-) -> Clusters | None:
+) -> None:
     """Add the images ``policy`` excludes from ``ds`` (a version of ``image_lance``).
 
     Args:
@@ -159,14 +159,10 @@ def image_exclusions(
         policy: The policy.
         semantic_pairs: ``(image_id, image_id, cosine)`` pairs at or above the policy's
             ``semantic_min_cosine`` (used when it drops semantic duplicates).
-
-    Returns:
-        The duplicate clusters (in the table's row order), or None when the policy drops
-        no duplicates.
     """
     barred = apply_signal_rules(rows, "image", ds, "image_id", policy.image_rules())
     if not policy.duplicate_level("exact"):
-        return None
+        return
     columns = ["image_id", "sha256", "width", "height"]
     if policy.duplicate_level("perceptual"):
         columns.append("phash")
@@ -208,7 +204,6 @@ def image_exclusions(
         ("semantic_duplicate", semantic, links.cosine[dup], policy.semantic_min_cosine),
     ):
         rows.add("image", dup_ids[mask], rule, values[mask], threshold, details[mask])
-    return clusters
 
 
 def _codes_in(values: pa.Array, members: set[str]) -> np.ndarray:
@@ -232,15 +227,11 @@ def _closest_share(signatures: np.ndarray, group: np.ndarray, kept: int) -> np.n
     return share.max(axis=1)
 
 
-def text_exclusions(rows: ExclusionRows, ds: Any, policy: CurationPolicy) -> Clusters | None:
-    """Add the documents ``policy`` excludes from ``ds`` (a version of ``text_lance``).
-
-    Returns:
-        The near-duplicate clusters, or None when the policy keeps near-duplicate texts.
-    """
+def text_exclusions(rows: ExclusionRows, ds: Any, policy: CurationPolicy) -> None:
+    """Add the documents ``policy`` excludes from ``ds`` (a version of ``text_lance``)."""
     barred = apply_signal_rules(rows, "document", ds, "docid", policy.text_rules())
     if not policy.drop_near_duplicate_texts:
-        return None
+        return
     table = ds.to_table(columns=["docid", "minhash"])
     table = table.filter(pc.is_valid(table.column("minhash")))  # rows written without signals
     docids = table.column("docid").combine_chunks()
@@ -263,4 +254,3 @@ def text_exclusions(rows: ExclusionRows, ds: Any, policy: CurationPolicy) -> Clu
             policy.text_min_jaccard,
             [f"near-duplicate of {kept_name} (cluster of {len(group)})"] * int(others.sum()),
         )
-    return clusters
