@@ -96,6 +96,7 @@ class _WriteShard:
 
     def __call__(self, unit: ShardUnit) -> dict[str, Any]:
         store = ObjectStore(self.settings)
+        ds = None  # opened here only to read the ids; write_shard reuses it
         if self.exclusions:
             storage = store.storage_options(self.multimodal_uri)
             ds = lance_io.open_dataset(self.multimodal_uri, storage, self.version)
@@ -108,7 +109,14 @@ class _WriteShard:
                     return {"info": self.reusable[form.name], "written": False}
             unit = with_exclusions(unit, digest)
         info = write_shard(
-            store, self.multimodal_uri, self.version, unit, self.root, self.fmt, self.exclusions
+            store,
+            self.multimodal_uri,
+            self.version,
+            unit,
+            self.root,
+            self.fmt,
+            self.exclusions,
+            ds,
         )
         return {"info": info.to_dict(), "written": True}
 

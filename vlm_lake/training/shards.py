@@ -298,17 +298,20 @@ def write_shard(
     root: str,
     fmt: RecordFormat = ALPACA,
     exclusions: Exclusions | None = None,
+    ds: Any = None,
 ) -> ShardInfo:
     """Write one shard (atomically: a failed write leaves no file) and describe it.
 
     Runs in a Spark task or a local thread; opens Lance itself (never a handle from
-    another process). Documents in ``exclusions`` get no record; excluded images are left
+    another process), unless given ``ds``, that version already open in this process.
+    Documents in ``exclusions`` get no record; excluded images are left
     out of their documents' records.
 
     Raises:
         RuntimeError: The fragment held another number of rows than planned.
     """
-    ds = lance_io.open_dataset(multimodal_uri, store.storage_options(multimodal_uri), version)
+    if ds is None:
+        ds = lance_io.open_dataset(multimodal_uri, store.storage_options(multimodal_uri), version)
     columns = export_columns(ds.schema)
     encode = fmt.encoder(store)
     digest = hashlib.sha256()
