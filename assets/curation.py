@@ -23,7 +23,6 @@ from resources.lake import LakeResource
 from resources.object_store import ObjectStoreResource
 from resources.spark import SparkResource
 from vlm_lake.checks.curation import check_curation
-from vlm_lake.curation.exclusion_set import exclusion_rows
 from vlm_lake.curation.policy import CurationPolicy, parse_policy
 from vlm_lake.curation.table import CurationRun, build_curation
 from vlm_lake.features.index_duplicates import index_pairs
@@ -187,12 +186,12 @@ def curation(
         policy,
         _semantic_pairs(lake, object_store, spark, policy),
     )
-    images = publish.open_published(layout.images, storage)
-    texts = publish.open_published(layout.texts, storage)
-    rows = exclusion_rows(layout.curation, storage, run.version).to_pylist()
-    summary = lance_io.summarize(
-        lance_io.open_dataset(layout.curation, storage, run.version), layout.curation
-    )
+    # the versions the policy ran on (a newer one may have been published since)
+    images = lance_io.open_dataset(layout.images, storage, run.totals["image_version"])
+    texts = lance_io.open_dataset(layout.texts, storage, run.totals["text_version"])
+    written = lance_io.open_dataset(layout.curation, storage, run.version)
+    rows = written.to_table().to_pylist()  # bounded by the exclusions
+    summary = lance_io.summarize(written, layout.curation)
     return checked_lance_result(
         context,
         "curation",

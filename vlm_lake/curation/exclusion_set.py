@@ -110,8 +110,3 @@ def kept_rows(ds: Any, exclusions: Exclusions) -> np.ndarray | None:
         parts.append(np.flatnonzero(~dropped.to_numpy(zero_copy_only=False)) + offset)
         offset += batch.num_rows
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-
-
-def exclusion_rows(curation_uri: str, storage: dict[str, str] | None, version: int) -> pa.Table:
-    """All rows of one curation version (for reports: bounded by the exclusions)."""
-    return lance_io.open_dataset(curation_uri, storage, version).to_table()
