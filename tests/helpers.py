@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import socket
+import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,33 @@ S3_SECRET = "test-secret-access-key-do-not-log"
 
 SAMPLE_IMAGES = SAMPLE_DATA / "lanceData"
 SEED_TESTDATA = Path(__file__).parent / "data" / "seed_testdata.json"
+
+
+def cli_env(dagster_home: Path, **values: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: this one without the deployment variables
+    (``AWS_*``, ``RAW_*``, ``LAKE_*``, ``SPARK_*``), the tests' DAGSTER_HOME, Spark on
+    loopback, and ``values``."""
+    prefixes = ("AWS_", "RAW_", "LAKE_", "SPARK_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(DAGSTER_HOME=str(dagster_home), SPARK_LOCAL_IP="127.0.0.1", **values)
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: int = 480
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with no stdin; fail the test with its output unless it exits 0."""
+    proc = subprocess.run(
+        args,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return proc
 
 
 def sample_image_bytes(name: str) -> bytes:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import lance
-from helpers import S3_KEY, S3_REGION, S3_SECRET, sha256, upload_seed_example
+from helpers import S3_KEY, S3_REGION, S3_SECRET, cli_env, run_cli, sha256, upload_seed_example
 
 from vlm_lake.tables import publish
 
@@ -18,31 +16,9 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        args,
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=480,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-    return proc
-
-
-def _base_env(dagster_home: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAW_", "LAKE_", "SPARK_"))
-    }
-    env.update(DAGSTER_HOME=str(dagster_home), SPARK_LOCAL_IP="127.0.0.1", SPARK_MASTER="local[2]")
-    return env
-
-
 def test_dagster_asset_materialize_on_s3(s3_endpoint, s3_store, bucket, dagster_home, tmp_path):
     originals = upload_seed_example(s3_store.client, bucket)
-    env = _base_env(dagster_home)
+    env = cli_env(dagster_home, SPARK_MASTER="local[2]")
     env.update(
         AWS_ENDPOINT_URL=s3_endpoint,
         AWS_ACCESS_KEY_ID=S3_KEY,
@@ -52,7 +28,7 @@ def test_dagster_asset_materialize_on_s3(s3_endpoint, s3_store, bucket, dagster_
         RAW_TEXTS_URI=f"s3://{bucket}/Lance/data/testdata.json",
         LAKE_URI=f"s3://{bucket}/lake",
     )
-    proc = _run(
+    proc = run_cli(
         [
             str(BIN / "dagster"),
             "asset",
@@ -86,12 +62,12 @@ def test_dagster_asset_materialize_on_s3(s3_endpoint, s3_store, bucket, dagster_
 
 
 def test_dg_check_and_launch_on_local_default(dagster_home, tmp_path):
-    env = _base_env(dagster_home)
+    env = cli_env(dagster_home, SPARK_MASTER="local[2]")
     env["LAKE_URI"] = str(tmp_path / "lake")
-    check = _run([str(BIN / "dg"), "check", "defs"], env, REPO)
+    check = run_cli([str(BIN / "dg"), "check", "defs"], env, REPO)
     assert "All definitions loaded successfully" in check.stdout + check.stderr
 
-    _run([str(BIN / "dg"), "launch", "--assets", "*"], env, REPO)
+    run_cli([str(BIN / "dg"), "launch", "--assets", "*"], env, REPO)
     lake = tmp_path / "lake"
     assert lance.dataset(str(lake / "images.lance")).count_rows() == 4  # shipped samples
     assert lance.dataset(str(lake / "multimodal.lance")).count_rows() == 4
@@ -100,8 +76,8 @@ def test_dg_check_and_launch_on_local_default(dagster_home, tmp_path):
 
 
 def test_quickstart_prints_summary(dagster_home, tmp_path):
-    env = _base_env(dagster_home)
-    proc = _run([sys.executable, "-m", "dagster_project.quickstart"], env, tmp_path)
+    env = cli_env(dagster_home, SPARK_MASTER="local[2]")
+    proc = run_cli([sys.executable, "-m", "dagster_project.quickstart"], env, tmp_path)
     out = proc.stdout
     # a short report: one line per step, each warning once, the summary; nothing twice
     lines = [line for line in (out + proc.stderr).splitlines() if line.strip()]
@@ -140,7 +116,9 @@ def test_quickstart_prints_summary(dagster_home, tmp_path):
     assert "weights random-init" in out and "4 computed in" in out
 
     # --verbose (make run VERBOSE=1): Dagster's full log, on a run that writes nothing
-    again = _run([sys.executable, "-m", "dagster_project.quickstart", "--verbose"], env, tmp_path)
+    again = run_cli(
+        [sys.executable, "-m", "dagster_project.quickstart", "--verbose"], env, tmp_path
+    )
     full = again.stdout + again.stderr
     assert "dagster - INFO" in full and "nothing to commit" in full
     assert "Pipeline finished" in again.stdout

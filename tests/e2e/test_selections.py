@@ -3,7 +3,6 @@ and unions, in process and through the CLI, on a lake built by a full run first.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 import lance
 import pytest
 from dagster import AssetSelection, DagsterEventType, DagsterInstance, materialize
+from helpers import cli_env
 
 from assets import ALL_ASSETS
 from dagster_project.definitions import defs
@@ -25,16 +25,7 @@ ASSET_NAMES = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_
 
 
 def _env(lake: Path, dagster_home: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAW_", "LAKE_", "SPARK_"))
-    }
-    env.update(
-        DAGSTER_HOME=str(dagster_home),
-        SPARK_LOCAL_IP="127.0.0.1",
-        SPARK_MASTER="local[2]",
-        LAKE_URI=str(lake),
-    )
-    return env
+    return cli_env(dagster_home, SPARK_MASTER="local[2]", LAKE_URI=str(lake))
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,13 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import hard_case_documents, hard_case_images
+from helpers import cli_env, hard_case_documents, hard_case_images, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +49,8 @@ def curated(dagster_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Non
     for name, data in hard_case_images().items():
         (raw / f"{name}.jpg").write_bytes(data)
     (root / "docs.json").write_text(json.dumps(hard_case_documents()))
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAW_", "LAKE_", "SPARK_"))
-    }
-    env.update(
-        DAGSTER_HOME=str(dagster_home),
-        SPARK_LOCAL_IP="127.0.0.1",
+    env = cli_env(
+        dagster_home,
         RAW_IMAGES_URI=str(raw),
         RAW_TEXTS_URI=str(root / "docs.json"),
         LAKE_URI=str(root / "lake"),
@@ -63,16 +58,7 @@ def curated(dagster_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Non
     config = json.dumps({"ops": {"curation": {"config": POLICY}}})
     args = [str(BIN / "dagster"), "asset", "materialize", "-m", "dagster_project.definitions"]
     args += ["--select", "image_lance,text_lance,curation", "--config-json", config]
-    proc = subprocess.run(
-        args,
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    run_cli(args, env, REPO, timeout=300)
 
 
 def _open_markdown(browser: Any, url: str, key: str) -> list[list[Any]]:
