@@ -181,3 +181,13 @@ def test_the_lake_policy_applies_and_a_run_overrides_it_field_by_field(
     put(s3_store.client, bucket, "config/policy.json", b'{"min_blurr": 50}')
     with pytest.raises(ValueError, match=r"CURATION_POLICY file .*policy.json.*min_blurr"):
         materialize(ALL_ASSETS, resources=resources, selection=["curation"])
+
+
+def test_the_run_config_offers_every_policy_field() -> None:
+    """CurationConfig repeats CurationPolicy's fields for the launchpad: the two stay equal."""
+    from dataclasses import fields
+
+    from assets.curation import CurationConfig
+    from vlm_lake.curation.policy import CurationPolicy
+
+    assert set(CurationConfig.model_fields) == {f.name for f in fields(CurationPolicy)}
